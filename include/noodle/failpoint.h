@@ -1,0 +1,59 @@
+/* Fail points (DESIGN §5): the named places where the outside world can fail.
+ *
+ * Each name is stable, unique and listed here once; scenario files refer to
+ * them. In the noodle_fiu build every point is a libfiu check (enable it with
+ * fiu_enable*() from <fiu-control.h>, or noodle_fail_point_enable below); in
+ * the release build (noodle) they compile to nothing.
+ *
+ * failinfo: when the point is enabled with a non-NULL failinfo, its value
+ * (cast from intptr_t) is the catalogue code the operation fails with;
+ * otherwise the operation fails with the point's default code below.
+ */
+#ifndef NOODLE_FAILPOINT_H
+#define NOODLE_FAILPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "noodle/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The operations of the backend interface that carry a fail point each, as
+ * backend/<backend>/<op>, with the code they fail with by default. */
+#define NOODLE_BACKEND_OP_MAP(X)                                                   \
+    X(CONNECT, "connect", 4001)                                                    \
+    X(VALIDATE, "validate", 4003)                                                  \
+    X(EXECUTE, "execute", 4003)                                                    \
+    X(BEGIN, "begin", 4003)                                                        \
+    X(COMMIT, "commit", 4003)                                                      \
+    X(ROLLBACK, "rollback", 4003)                                                  \
+    X(SAVEPOINT, "savepoint", 4003)                                                \
+    X(RELEASE, "release", 4003)                                                    \
+    X(ROLLBACK_TO, "rollback_to", 4003)                                            \
+    X(ROLE, "role", 4003)                                                          \
+    X(METRICS, "metrics", 4003)
+
+/* Backends that carry fail points. */
+#define NOODLE_FAIL_POINT_BACKENDS(X) X(SQLITE, "sqlite") X(POSTGRES, "postgres") X(MOCK, "mock")
+
+typedef struct noodle_fail_point_info {
+    const char *name;        /* "backend/postgres/connect" */
+    const char *description; /* what failing it simulates */
+    int default_code;        /* the code an operation fails with when it fires */
+} noodle_fail_point_info;
+
+/* Every fail point, grouped by backend (mock, postgres, sqlite) in operation
+ * order; *count receives the number. */
+NOODLE_API const noodle_fail_point_info *noodle_fail_points(size_t *count);
+/* The entry for name, or NULL. */
+NOODLE_API const noodle_fail_point_info *noodle_fail_point_find(const char *name);
+/* True in the noodle_fiu build. */
+NOODLE_API bool noodle_fail_points_compiled_in(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,65 @@
+/* Pure helpers of the PostgreSQL backend, exposed (noodle__pg_ names, hidden
+ * in the shared library) so that unit tests can reach them without a server.
+ * Not installed; not part of the API.
+ */
+#ifndef NOODLE_BACKENDS_POSTGRES_SQL_H
+#define NOODLE_BACKENDS_POSTGRES_SQL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+/* Rewrite the `?` placeholders of sql as $1, $2, ... in order.
+ *
+ * A `?` is a placeholder unless it sits inside
+ *   - a string constant '...' ('' is a quote; backslashes are plain, as with
+ *     standard_conforming_strings=on, the server default), also B'', X'',
+ *     N'' and U&'' constants,
+ *   - an escape string E'...' (backslash escapes a character, '' a quote),
+ *   - a quoted identifier "..." ("" is a quote),
+ *   - a comment: -- to the end of the line, or slash-star (nesting) comments,
+ *   - a dollar-quoted string $$...$$ or $tag$...$tag$,
+ * or it is the first character of the jsonb operators ?| and ?& (but `?||`
+ * is a placeholder followed by the concatenation operator). `??` stands for
+ * one literal `?` (to write the jsonb `?` operator) and is not counted.
+ * Everything else, including `::` casts and existing $n, is copied as is.
+ * An unterminated quote or comment is copied to the end (the server reports
+ * the syntax error).
+ *
+ * On success *out receives a malloc'd, NUL-terminated string the caller
+ * frees, and *count the number of placeholders. Returns 0, or -1 when out of
+ * memory (then *out is NULL). */
+int noodle__pg_translate_placeholders(const char *sql, char **out, size_t *count);
+
+/* The catalogue code for a five-character SQLSTATE:
+ *   08xxx -> 4003 CONNECTION_LOST      57P01/57P02/57P03 -> 4010 SERVER_SHUTDOWN
+ *   28xxx -> 4009 AUTH_FAILED          42xxx -> 5001 QUERY_SYNTAX
+ *   23xxx -> 5002 QUERY_CONSTRAINT     40001 -> 5003 QUERY_SERIALIZATION
+ *   40P01 -> 5004 QUERY_DEADLOCK       55P03 -> 5005 QUERY_BUSY
+ *   25006 -> 5009 QUERY_READ_ONLY      other 25xxx -> 5011 QUERY_TXN_STATE
+ *   22xxx -> 5010 QUERY_DATA           57014 -> 5012 QUERY_CANCELED
+ *   3Bxxx -> 5014 QUERY_INVALID_SAVEPOINT (no such savepoint)
+ *   anything else (and NULL or malformed) -> 5008 QUERY_FAILED */
+int noodle__pg_code_for_sqlstate(const char *sqlstate);
+
+/* Format d as PostgreSQL float8 input text that reads back to the same
+ * double: "%.17g" (always with a '.' decimal point, whatever the locale),
+ * "Infinity", "-Infinity" or "NaN". buf should hold at least 32 bytes.
+ * Returns the length written (snprintf's convention). */
+size_t noodle__pg_format_double(double d, char *buf, size_t size);
+
+/* Parse PostgreSQL float8 output text ("1.5", "Infinity", "-Infinity",
+ * "NaN", "1e+308") independently of the locale. Returns true when the whole
+ * string was a number. */
+bool noodle__pg_parse_double(const char *s, double *out);
+
+/* True when a libpq connection failure message says the server rejected the
+ * credentials (password, pg_hba.conf, unknown role, missing password). */
+bool noodle__pg_is_auth_failure(const char *message);
+
+/* The libpq connection inside a handle returned by the backend's connect
+ * (NULL once it was closed after a timeout). For tests: socket options. */
+PGconn *noodle__pg_conn(void *handle);
+
+#endif

@@ -1,0 +1,452 @@
+/* The SQLite backend: the embedded default.
+ *
+ * Design notes.
+ * - One sqlite3 handle per connection, opened NOMUTEX (a connection is used by
+ *   one thread at a time), extended result codes on, URI file names allowed.
+ *   File databases run in WAL mode with synchronous=NORMAL and foreign keys on.
+ * - Deadlines: every call stores its deadline in the handle. A busy handler
+ *   waits for locks until the deadline (then the call fails with
+ *   NOODLE_E_QUERY_BUSY, the connection stays usable), and a progress handler
+ *   interrupts a statement that runs past it (NOODLE_E_BACKEND_TIMEOUT; like
+ *   any deadline cut, that breaks the connection).
+ * - Isolation: SQLite transactions are serializable whatever is asked, which
+ *   is never weaker than the level requested. SERIALIZABLE begins IMMEDIATE
+ *   (takes the write lock up front) so that two writers conflict at BEGIN
+ *   (busy, retryable) rather than at their first write; the other levels
+ *   begin DEFERRED. In WAL mode a deferred reader that later writes after
+ *   another commit gets SQLITE_BUSY_SNAPSHOT, reported as a serialization
+ *   failure (NOODLE_E_QUERY_SERIALIZATION), like PostgreSQL's 40001.
+ * - One statement per execute: trailing statements are refused, as
+ *   PostgreSQL's extended protocol does.
+ * - Errors keep SQLite's extended code in the detail: "SQLite 1555
+ *   (SQLITE_CONSTRAINT_PRIMARYKEY)".
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "noodle/backend.h"
+
+typedef struct sqlite_conn {
+    sqlite3 *db;
+    const noodle_clock *clock;
+    int64_t deadline; /* of the call in progress */
+    int timed_out;    /* the progress handler interrupted the call */
+} sqlite_conn;
+
+/* ---- error mapping ------------------------------------------------------- */
+
+static const struct {
+    int code;
+    const char *name;
+} ext_names[] = {
+    {SQLITE_ERROR, "SQLITE_ERROR"},
+    {SQLITE_BUSY, "SQLITE_BUSY"},
+    {SQLITE_BUSY_SNAPSHOT, "SQLITE_BUSY_SNAPSHOT"},
+    {SQLITE_BUSY_RECOVERY, "SQLITE_BUSY_RECOVERY"},
+    {SQLITE_LOCKED, "SQLITE_LOCKED"},
+    {SQLITE_LOCKED_SHAREDCACHE, "SQLITE_LOCKED_SHAREDCACHE"},
+    {SQLITE_NOMEM, "SQLITE_NOMEM"},
+    {SQLITE_READONLY, "SQLITE_READONLY"},
+    {SQLITE_INTERRUPT, "SQLITE_INTERRUPT"},
+    {SQLITE_IOERR, "SQLITE_IOERR"},
+    {SQLITE_CORRUPT, "SQLITE_CORRUPT"},
+    {SQLITE_FULL, "SQLITE_FULL"},
+    {SQLITE_CANTOPEN, "SQLITE_CANTOPEN"},
+    {SQLITE_CONSTRAINT, "SQLITE_CONSTRAINT"},
+    {SQLITE_CONSTRAINT_CHECK, "SQLITE_CONSTRAINT_CHECK"},
+    {SQLITE_CONSTRAINT_FOREIGNKEY, "SQLITE_CONSTRAINT_FOREIGNKEY"},
+    {SQLITE_CONSTRAINT_NOTNULL, "SQLITE_CONSTRAINT_NOTNULL"},
+    {SQLITE_CONSTRAINT_PRIMARYKEY, "SQLITE_CONSTRAINT_PRIMARYKEY"},
+    {SQLITE_CONSTRAINT_UNIQUE, "SQLITE_CONSTRAINT_UNIQUE"},
+    {SQLITE_MISMATCH, "SQLITE_MISMATCH"},
+    {SQLITE_MISUSE, "SQLITE_MISUSE"},
+    {SQLITE_RANGE, "SQLITE_RANGE"},
+    {SQLITE_NOTADB, "SQLITE_NOTADB"},
+    {SQLITE_TOOBIG, "SQLITE_TOOBIG"},
+};
+
+static const char *ext_name(int ext) {
+    for (size_t i = 0; i < sizeof ext_names / sizeof ext_names[0]; i++)
+        if (ext_names[i].code == ext) return ext_names[i].name;
+    for (size_t i = 0; i < sizeof ext_names / sizeof ext_names[0]; i++)
+        if (ext_names[i].code == (ext & 0xff)) return ext_names[i].name;
+    return "SQLITE_?";
+}
+
+static int code_for(const sqlite_conn *h, int ext) {
+    if (ext == SQLITE_BUSY_SNAPSHOT) return NOODLE_E_QUERY_SERIALIZATION;
+    switch (ext & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return NOODLE_E_QUERY_BUSY;
+    case SQLITE_CONSTRAINT: return NOODLE_E_QUERY_CONSTRAINT;
+    case SQLITE_ERROR: return NOODLE_E_QUERY_SYNTAX;
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_TOOBIG: return NOODLE_E_QUERY_DATA;
+    case SQLITE_READONLY: return NOODLE_E_QUERY_READ_ONLY;
+    case SQLITE_NOMEM: return NOODLE_E_BACKEND_NO_MEMORY;
+    case SQLITE_INTERRUPT: return h->timed_out ? NOODLE_E_BACKEND_TIMEOUT : NOODLE_E_QUERY_CANCELED;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT: return NOODLE_E_INVALID_DATABASE;
+    case SQLITE_CANTOPEN: return NOODLE_E_CONNECT_FAILED;
+    default: return NOODLE_E_QUERY_FAILED;
+    }
+}
+
+/* Report the handle's current error for the step `what`. */
+static int fail(sqlite_conn *h, int rc, const char *what, noodle_error *err) {
+    int ext = h->db ? sqlite3_extended_errcode(h->db) : rc;
+    if ((ext & 0xff) != (rc & 0xff)) ext = rc; /* the handle's code is stale */
+    int code = code_for(h, ext);
+    const char *msg = h->db ? sqlite3_errmsg(h->db) : sqlite3_errstr(rc);
+    if (code == NOODLE_E_BACKEND_TIMEOUT)
+        NOODLE_ERR(err, code, "%s: interrupted at its deadline", what);
+    else if (code == NOODLE_E_QUERY_BUSY)
+        NOODLE_ERR(err, code, "%s: %s (gave up waiting at the deadline)", what, msg);
+    else
+        NOODLE_ERR(err, code, "%s: %s", what, msg);
+    noodle_error_detail(err, "SQLite %d (%s)", ext, ext_name(ext));
+    return code;
+}
+
+/* ---- deadlines ------------------------------------------------------------ */
+
+static int busy_handler(void *arg, int count) {
+    sqlite_conn *h = arg;
+    int64_t left = noodle_deadline_remaining(h->clock, h->deadline);
+    if (left <= 0) return 0;
+    /* 1, 2, 4 .. 32 ms, never past the deadline */
+    int64_t step = NOODLE_MS(count < 5 ? 1 << count : 32);
+    if (step > left) step = left;
+    noodle_clock_sleep_until(h->clock, noodle_clock_now(h->clock) + step);
+    return 1;
+}
+
+static int progress_handler(void *arg) {
+    sqlite_conn *h = arg;
+    if (h->deadline == NOODLE_NO_DEADLINE || noodle_clock_now(h->clock) < h->deadline) return 0;
+    h->timed_out = 1;
+    return 1;
+}
+
+/* Start a call: record its deadline; fail at once when it has passed. */
+static int start_call(sqlite_conn *h, int64_t deadline, const char *what, noodle_error *err) {
+    h->deadline = deadline;
+    h->timed_out = 0;
+    if (deadline != NOODLE_NO_DEADLINE && noodle_clock_now(h->clock) >= deadline)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT, "%s: deadline passed before the call",
+                          what);
+    return 0;
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+/* True when s holds only white space, semicolons and comments. */
+static int only_trivia(const char *s) {
+    while (*s) {
+        if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ';') {
+            s++;
+        } else if (s[0] == '-' && s[1] == '-') {
+            s += strcspn(s, "\n");
+        } else if (s[0] == '/' && s[1] == '*') {
+            const char *e = strstr(s + 2, "*/");
+            if (e == NULL) return 1; /* an unterminated comment is trivia to SQLite too */
+            s = e + 2;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int bind_params(sqlite_conn *h, sqlite3_stmt *st, const noodle_value *params, size_t n,
+                       noodle_error *err) {
+    int want = sqlite3_bind_parameter_count(st);
+    if ((size_t)want != n)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_PARAM_COUNT,
+                          "statement has %d placeholders but %zu parameters were given", want, n);
+    for (size_t i = 0; i < n; i++) {
+        const noodle_value *v = &params[i];
+        int idx = (int)i + 1, rc;
+        switch (v->type) {
+        case NOODLE_TYPE_NULL: rc = sqlite3_bind_null(st, idx); break;
+        case NOODLE_TYPE_INT64: rc = sqlite3_bind_int64(st, idx, v->v.i); break;
+        case NOODLE_TYPE_DOUBLE: rc = sqlite3_bind_double(st, idx, v->v.d); break;
+        case NOODLE_TYPE_TEXT:
+            rc = sqlite3_bind_text64(st, idx, v->v.bytes.ptr, v->v.bytes.len, SQLITE_TRANSIENT,
+                                     SQLITE_UTF8);
+            break;
+        case NOODLE_TYPE_BLOB:
+            rc = sqlite3_bind_blob64(st, idx, v->v.bytes.ptr, v->v.bytes.len, SQLITE_TRANSIENT);
+            break;
+        default:
+            return NOODLE_ERR(err, NOODLE_E_QUERY_PARAM_INVALID, "parameter %zu has invalid type %d",
+                              i + 1, (int)v->type);
+        }
+        if (rc != SQLITE_OK) return fail(h, rc, "bind", err);
+    }
+    return 0;
+}
+
+static int read_row(sqlite3_stmt *st, noodle_rows *r, noodle_value *cells, int ncols,
+                    noodle_error *err) {
+    for (int i = 0; i < ncols; i++) {
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER: cells[i] = noodle_int64(sqlite3_column_int64(st, i)); break;
+        case SQLITE_FLOAT: cells[i] = noodle_double(sqlite3_column_double(st, i)); break;
+        case SQLITE_TEXT: {
+            const unsigned char *t = sqlite3_column_text(st, i);
+            cells[i] = noodle_text_n(t ? (const char *)t : "", (size_t)sqlite3_column_bytes(st, i));
+            break;
+        }
+        case SQLITE_BLOB: {
+            const void *b = sqlite3_column_blob(st, i);
+            cells[i] = noodle_blob(b, (size_t)sqlite3_column_bytes(st, i));
+            break;
+        }
+        default: cells[i] = noodle_null(); break;
+        }
+    }
+    return noodle_rows_append(r, cells, err);
+}
+
+/* Prepare, bind and run sql; collect rows into *out when out is not NULL. */
+static int run(sqlite_conn *h, const char *what, const char *sql, const noodle_value *params,
+               size_t nparams, int64_t deadline, noodle_rows **out, noodle_error *err) {
+    int rc = start_call(h, deadline, what, err);
+    if (rc != 0) return rc;
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int src = sqlite3_prepare_v2(h->db, sql, -1, &st, &tail);
+    if (src != SQLITE_OK) return fail(h, src, what, err);
+    if (st == NULL) { /* empty statement */
+        if (out == NULL) return 0;
+        return noodle_rows_new(0, out, err);
+    }
+    noodle_rows *r = NULL;
+    noodle_value small_row[16], *cells = NULL;
+    if (tail != NULL && !only_trivia(tail)) {
+        rc = NOODLE_ERR(err, NOODLE_E_QUERY_UNSUPPORTED,
+                        "%s: more than one statement in one call (send them one at a time)", what);
+        goto done;
+    }
+    rc = bind_params(h, st, params, nparams, err);
+    if (rc != 0) goto done;
+    int ncols = sqlite3_column_count(st);
+    if (out != NULL) {
+        rc = noodle_rows_new((size_t)ncols, &r, err);
+        if (rc != 0) goto done;
+        for (int i = 0; i < ncols && rc == 0; i++)
+            rc = noodle_rows_set_column_name(r, (size_t)i, sqlite3_column_name(st, i), err);
+        if (rc != 0) goto done;
+        if (ncols <= (int)(sizeof small_row / sizeof small_row[0])) {
+            cells = small_row;
+        } else if ((cells = calloc((size_t)ncols, sizeof *cells)) == NULL) {
+            rc = NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
+            goto done;
+        }
+    }
+    sqlite3_int64 changes_before = sqlite3_total_changes64(h->db);
+    for (;;) {
+        src = sqlite3_step(st);
+        if (src == SQLITE_DONE) break;
+        if (src != SQLITE_ROW) {
+            rc = fail(h, src, what, err);
+            goto done;
+        }
+        if (r != NULL && (rc = read_row(st, r, cells, ncols, err)) != 0) goto done;
+    }
+    if (r != NULL && !sqlite3_stmt_readonly(st))
+        noodle_rows_set_affected(r, sqlite3_total_changes64(h->db) - changes_before);
+done:
+    if (cells != small_row) free(cells);
+    sqlite3_finalize(st);
+    if (rc != 0) {
+        noodle_rows_free(r);
+        return rc;
+    }
+    if (out != NULL) *out = r;
+    return 0;
+}
+
+/* ---- operations -------------------------------------------------------------- */
+
+static void sqlite_close(void *handle) {
+    sqlite_conn *h = handle;
+    if (h == NULL) return;
+    sqlite3_close_v2(h->db); /* finalizes nothing: run() never leaves statements open */
+    free(h);
+}
+
+static int sqlite_connect(const noodle_connect_params *p, void **handle, noodle_error *err) {
+    *handle = NULL;
+    sqlite_conn *h = calloc(1, sizeof *h);
+    if (h == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
+    h->clock = p->clock ? p->clock : noodle_clock_real();
+    const char *path = p->url[0] ? p->url : "noodle.db";
+    int rc = sqlite3_open_v2(path, &h->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
+                                 SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        fail(h, rc, "connect", err);
+        if (err) err->code = NOODLE_E_CONNECT_FAILED;
+        rc = NOODLE_E_CONNECT_FAILED;
+        goto fail_open;
+    }
+    sqlite3_extended_result_codes(h->db, 1);
+    sqlite3_busy_handler(h->db, busy_handler, h);
+    sqlite3_progress_handler(h->db, 1000, progress_handler, h);
+    const char *file = sqlite3_db_filename(h->db, "main");
+    const int in_memory = file == NULL || file[0] == '\0';
+    if (!in_memory) {
+        noodle_rows *mode = NULL;
+        rc = run(h, "connect: PRAGMA journal_mode=WAL", "PRAGMA journal_mode=WAL", NULL, 0,
+                 p->deadline, &mode, err);
+        noodle_rows_free(mode);
+        if (rc == 0)
+            rc = run(h, "connect: PRAGMA synchronous", "PRAGMA synchronous=NORMAL", NULL, 0,
+                     p->deadline, NULL, err);
+    } else {
+        rc = start_call(h, p->deadline, "connect", err);
+    }
+    if (rc == 0)
+        rc = run(h, "connect: PRAGMA foreign_keys", "PRAGMA foreign_keys=ON", NULL, 0, p->deadline,
+                 NULL, err);
+    if (rc != 0) {
+        if (rc == NOODLE_E_BACKEND_TIMEOUT && err) err->code = rc = NOODLE_E_CONNECT_TIMEOUT;
+        goto fail_open;
+    }
+    *handle = h;
+    return 0;
+fail_open:
+    sqlite3_close_v2(h->db);
+    free(h);
+    return rc;
+}
+
+static int sqlite_validate(void *handle, int64_t deadline, noodle_error *err) {
+    /* reads the database header: a file that stopped being a database fails */
+    noodle_rows *r = NULL;
+    int rc = run(handle, "validate", "PRAGMA schema_version", NULL, 0, deadline, &r, err);
+    noodle_rows_free(r);
+    return rc;
+}
+
+static int sqlite_execute(void *handle, const char *sql, const noodle_value *params, size_t nparams,
+                          int64_t deadline, noodle_rows **out, noodle_error *err) {
+    return run(handle, "execute", sql, params, nparams, deadline, out, err);
+}
+
+static int sqlite_begin(void *handle, noodle_isolation iso, int64_t deadline, noodle_error *err) {
+    sqlite_conn *h = handle;
+    if (!sqlite3_get_autocommit(h->db))
+        return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE, "begin: a transaction is already open");
+    const char *sql = iso == NOODLE_ISOLATION_SERIALIZABLE ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED";
+    if (iso < NOODLE_ISOLATION_DEFAULT || iso > NOODLE_ISOLATION_SERIALIZABLE)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_ISOLATION_UNSUPPORTED, "begin: unknown isolation %d",
+                          (int)iso);
+    return run(h, "begin", sql, NULL, 0, deadline, NULL, err);
+}
+
+static int need_txn(sqlite_conn *h, const char *what, noodle_error *err) {
+    if (!sqlite3_get_autocommit(h->db)) return 0;
+    return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE, "%s: no transaction is open", what);
+}
+
+static int sqlite_commit(void *handle, int64_t deadline, noodle_error *err) {
+    int rc = need_txn(handle, "commit", err);
+    return rc ? rc : run(handle, "commit", "COMMIT", NULL, 0, deadline, NULL, err);
+}
+
+static int sqlite_rollback(void *handle, int64_t deadline, noodle_error *err) {
+    int rc = need_txn(handle, "rollback", err);
+    return rc ? rc : run(handle, "rollback", "ROLLBACK", NULL, 0, deadline, NULL, err);
+}
+
+/* verb + quoted name; the name was validated by the connection layer and is
+ * checked again here (this backend may be called directly). */
+static int savepoint_stmt(void *handle, const char *verb, const char *name, int64_t deadline,
+                          noodle_error *err) {
+    if (!noodle_identifier_valid(name))
+        return NOODLE_ERR(err, NOODLE_E_QUERY_INVALID_SAVEPOINT, "%s: invalid savepoint name", verb);
+    int rc = need_txn(handle, verb, err);
+    if (rc != 0) return rc;
+    char sql[96];
+    snprintf(sql, sizeof sql, "%s \"%s\"", verb, name);
+    rc = run(handle, verb, sql, NULL, 0, deadline, NULL, err);
+    if (rc == NOODLE_E_QUERY_SYNTAX && strstr(err ? err->message : "", "no such savepoint"))
+        err->code = rc = NOODLE_E_QUERY_INVALID_SAVEPOINT;
+    return rc;
+}
+
+static int sqlite_savepoint(void *h, const char *name, int64_t deadline, noodle_error *err) {
+    return savepoint_stmt(h, "SAVEPOINT", name, deadline, err);
+}
+static int sqlite_release(void *h, const char *name, int64_t deadline, noodle_error *err) {
+    return savepoint_stmt(h, "RELEASE SAVEPOINT", name, deadline, err);
+}
+static int sqlite_rollback_to(void *h, const char *name, int64_t deadline, noodle_error *err) {
+    return savepoint_stmt(h, "ROLLBACK TO SAVEPOINT", name, deadline, err);
+}
+
+static int sqlite_role(void *handle, int64_t deadline, noodle_role *out, noodle_error *err) {
+    sqlite_conn *h = handle;
+    int rc = start_call(h, deadline, "role", err);
+    if (rc != 0) return rc;
+    *out = sqlite3_db_readonly(h->db, "main") == 1 ? NOODLE_ROLE_READ_ONLY : NOODLE_ROLE_PRIMARY;
+    return 0;
+}
+
+static int pragma_int(sqlite_conn *h, const char *sql, int64_t deadline, int64_t *out,
+                      noodle_error *err) {
+    noodle_rows *r = NULL;
+    int rc = run(h, "metrics", sql, NULL, 0, deadline, &r, err);
+    if (rc == 0) {
+        const noodle_value *v = noodle_rows_get(r, 0, 0);
+        *out = v->type == NOODLE_TYPE_INT64 ? v->v.i : -1;
+    }
+    noodle_rows_free(r);
+    return rc;
+}
+
+static int sqlite_metrics(void *handle, int64_t deadline, noodle_server_metrics *out,
+                          noodle_error *err) {
+    sqlite_conn *h = handle;
+    int64_t pages = -1, page_size = -1;
+    int rc = pragma_int(h, "PRAGMA page_count", deadline, &pages, err);
+    if (rc == 0) rc = pragma_int(h, "PRAGMA page_size", deadline, &page_size, err);
+    if (rc == 0) rc = sqlite_role(h, deadline, &out->role, err);
+    if (rc != 0) return rc;
+    out->database_size_bytes = pages >= 0 && page_size > 0 ? pages * page_size : -1;
+    out->standby_count = -1;
+    out->replication_lag_bytes = -1;
+    out->replication_delay_ms = -1;
+    snprintf(out->server_version, sizeof out->server_version, "SQLite %s", sqlite3_libversion());
+    const char *file = sqlite3_db_filename(h->db, "main");
+    noodle__strlcpy(out->data_path, file ? file : "", sizeof out->data_path);
+    return 0;
+}
+
+static const noodle_backend_ops sqlite_ops = {
+    .abi_version = NOODLE_BACKEND_ABI_VERSION,
+    .struct_size = sizeof(noodle_backend_ops),
+    .name = "sqlite",
+    .connect = sqlite_connect,
+    .close = sqlite_close,
+    .validate = sqlite_validate,
+    .execute = sqlite_execute,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .savepoint = sqlite_savepoint,
+    .release = sqlite_release,
+    .rollback_to = sqlite_rollback_to,
+    .role = sqlite_role,
+    .metrics = sqlite_metrics,
+};
+
+const noodle_backend_ops *noodle_backend_sqlite(void) { return &sqlite_ops; }

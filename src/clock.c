@@ -1,0 +1,131 @@
+/* The real clock: CLOCK_MONOTONIC and pthreads (see include/noodle/clock.h). */
+#include "noodle/clock.h"
+
+#include <errno.h>
+#include <time.h>
+
+#include "internal.h"
+
+static int64_t real_now(const noodle_clock *c) {
+    (void)c;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timespec to_timespec(int64_t ns) {
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000LL), .tv_nsec = (long)(ns % 1000000000LL)};
+    return ts;
+}
+
+static void real_sleep_until(const noodle_clock *c, int64_t deadline) {
+    (void)c;
+    if (deadline == NOODLE_NO_DEADLINE) deadline = INT64_MAX / 2; /* effectively for ever */
+    struct timespec ts = to_timespec(deadline);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+static int real_cond_wait_until(const noodle_clock *c, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                int64_t deadline) {
+    (void)c;
+    if (deadline == NOODLE_NO_DEADLINE) return pthread_cond_wait(cond, mutex);
+    struct timespec ts = to_timespec(deadline);
+    return pthread_cond_timedwait(cond, mutex, &ts);
+}
+
+static void real_cond_signal(const noodle_clock *c, pthread_cond_t *cond) {
+    (void)c;
+    pthread_cond_signal(cond);
+}
+
+static void real_cond_broadcast(const noodle_clock *c, pthread_cond_t *cond) {
+    (void)c;
+    pthread_cond_broadcast(cond);
+}
+
+static int real_thread_start(const noodle_clock *c, pthread_t *t, noodle_thread_fn fn, void *arg) {
+    (void)c;
+    return pthread_create(t, NULL, fn, arg);
+}
+
+static int real_thread_join(const noodle_clock *c, pthread_t t) {
+    (void)c;
+    return pthread_join(t, NULL);
+}
+
+static const noodle_clock_ops real_ops = {
+    real_now,         real_sleep_until,  real_cond_wait_until, real_cond_signal,
+    real_cond_broadcast, real_thread_start, real_thread_join,
+};
+static const noodle_clock real_clock = {&real_ops, NULL};
+
+const noodle_clock *noodle_clock_real(void) { return &real_clock; }
+
+#define CLOCK_OR_REAL(c) ((c) != NULL ? (c) : &real_clock)
+
+int64_t noodle_clock_now(const noodle_clock *c) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops->now(c);
+}
+
+void noodle_clock_sleep_until(const noodle_clock *c, int64_t deadline) {
+    c = CLOCK_OR_REAL(c);
+    c->ops->sleep_until(c, deadline);
+}
+
+int noodle_clock_cond_wait_until(const noodle_clock *c, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                 int64_t deadline) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops->cond_wait_until(c, cond, mutex, deadline);
+}
+
+void noodle_clock_cond_signal(const noodle_clock *c, pthread_cond_t *cond) {
+    c = CLOCK_OR_REAL(c);
+    c->ops->cond_signal(c, cond);
+}
+
+void noodle_clock_cond_broadcast(const noodle_clock *c, pthread_cond_t *cond) {
+    c = CLOCK_OR_REAL(c);
+    c->ops->cond_broadcast(c, cond);
+}
+
+int noodle_clock_thread_start(const noodle_clock *c, pthread_t *t, noodle_thread_fn fn, void *arg) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops->thread_start(c, t, fn, arg);
+}
+
+int noodle_clock_thread_join(const noodle_clock *c, pthread_t t) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops->thread_join(c, t);
+}
+
+int64_t noodle_deadline_after(const noodle_clock *c, int64_t delta_ns) {
+    int64_t now = noodle_clock_now(c);
+    if (delta_ns <= 0) return now;
+    if (delta_ns >= NOODLE_NO_DEADLINE - now) return NOODLE_NO_DEADLINE;
+    return now + delta_ns;
+}
+
+int64_t noodle_deadline_remaining(const noodle_clock *c, int64_t deadline) {
+    if (deadline == NOODLE_NO_DEADLINE) return INT64_MAX;
+    int64_t now = noodle_clock_now(c);
+    return deadline > now ? deadline - now : 0;
+}
+
+int noodle__poll_timeout_ms(const noodle_clock *c, int64_t deadline) {
+    if (deadline == NOODLE_NO_DEADLINE) return -1;
+    int64_t left = noodle_deadline_remaining(c, deadline);
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+int noodle_cond_init(pthread_cond_t *cond) {
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc != 0) return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) rc = pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+}

@@ -1,0 +1,177 @@
+/* Typed results (noodle_rows) and value constructors.
+ *
+ * A result owns its column names and the bytes of every TEXT / BLOB cell.
+ * Names and cell bytes live in a chain of chunks that never move, so pointers handed out
+ * by noodle_rows_get stay valid until noodle_rows_free; the cell array itself
+ * may grow (realloc) while rows are appended, which is fine because cells are
+ * only handed out after the result is complete.
+ *
+ * TEXT cells are stored with a terminating NUL (not counted in len), so a
+ * caller may use them as C strings when the text holds no NUL.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "noodle/backend.h"
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    unsigned char data[];
+} chunk;
+
+struct noodle_rows {
+    size_t ncols;
+    const char **names; /* in the byte chunks */
+    noodle_value *cells; /* nrows * ncols, row-major */
+    size_t nrows, cap_rows;
+    int64_t affected;
+    chunk *bytes;
+};
+
+static const noodle_value null_value = {.type = NOODLE_TYPE_NULL};
+
+noodle_value noodle_null(void) { return null_value; }
+noodle_value noodle_int64(int64_t i) { return (noodle_value){.type = NOODLE_TYPE_INT64, .v.i = i}; }
+noodle_value noodle_double(double d) { return (noodle_value){.type = NOODLE_TYPE_DOUBLE, .v.d = d}; }
+noodle_value noodle_text(const char *s) {
+    return s == NULL ? null_value : noodle_text_n(s, strlen(s));
+}
+noodle_value noodle_text_n(const char *s, size_t len) {
+    if (s == NULL) return null_value;
+    return (noodle_value){.type = NOODLE_TYPE_TEXT, .v.bytes = {s, len}};
+}
+noodle_value noodle_blob(const void *p, size_t len) {
+    if (p == NULL && len > 0) return null_value;
+    return (noodle_value){.type = NOODLE_TYPE_BLOB, .v.bytes = {p ? p : "", len}};
+}
+
+const char *noodle_type_name(noodle_type t) {
+    switch (t) {
+    case NOODLE_TYPE_NULL: return "null";
+    case NOODLE_TYPE_INT64: return "int64";
+    case NOODLE_TYPE_DOUBLE: return "double";
+    case NOODLE_TYPE_TEXT: return "text";
+    case NOODLE_TYPE_BLOB: return "blob";
+    }
+    return "invalid";
+}
+
+int noodle_rows_new(size_t ncols, noodle_rows **out, noodle_error *err) {
+    *out = NULL;
+    noodle_rows *r = calloc(1, sizeof *r);
+    if (r == NULL) goto fail;
+    r->ncols = ncols;
+    if (ncols > 0) {
+        r->names = calloc(ncols, sizeof *r->names);
+        if (r->names == NULL) goto fail_rows;
+    }
+    *out = r;
+    return 0;
+fail_rows:
+    free(r);
+fail:
+    return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory allocating a result");
+}
+
+void noodle_rows_free(noodle_rows *r) {
+    if (r == NULL) return;
+    free(r->names);
+    free(r->cells);
+    for (chunk *c = r->bytes, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    free(r);
+}
+
+/* Copy len bytes plus a NUL into the result's byte chunks; NULL on OOM. */
+static const void *copy_bytes(noodle_rows *r, const void *p, size_t len) {
+    chunk *c = r->bytes;
+    if (c == NULL || c->cap - c->used < len + 1) {
+        /* chunks start small (most results are a row or two) and double up
+         * to 64 KiB; a larger value gets a chunk of its own */
+        size_t step = c == NULL ? 256 : (c->cap < 65536 ? c->cap * 2 : 65536);
+        size_t cap = len + 1 > step ? len + 1 : step;
+        chunk *n = malloc(sizeof *n + cap);
+        if (n == NULL) return NULL;
+        n->used = 0;
+        n->cap = cap;
+        /* keep the partly used chunk at the head when the new one is a
+         * one-off for a large value, so small values keep filling it */
+        if (c != NULL && cap > step) {
+            n->next = c->next;
+            c->next = n;
+        } else {
+            n->next = c;
+            r->bytes = n;
+        }
+        c = n;
+    }
+    unsigned char *dst = c->data + c->used;
+    if (len > 0) memcpy(dst, p, len);
+    dst[len] = '\0';
+    c->used += len + 1;
+    return dst;
+}
+
+int noodle_rows_set_column_name(noodle_rows *r, size_t col, const char *name, noodle_error *err) {
+    if (col >= r->ncols || name == NULL)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                          "column %zu out of range (result has %zu columns)", col, r->ncols);
+    const char *copy = copy_bytes(r, name, strlen(name));
+    if (copy == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
+    r->names[col] = copy;
+    return 0;
+}
+
+int noodle_rows_append(noodle_rows *r, const noodle_value *cells, noodle_error *err) {
+    if (r->nrows == r->cap_rows) {
+        size_t cap = r->cap_rows ? r->cap_rows * 2 : 16;
+        if (r->ncols > 0 && cap > SIZE_MAX / sizeof(noodle_value) / r->ncols) goto oom;
+        noodle_value *n = realloc(r->cells, cap * (r->ncols ? r->ncols : 1) * sizeof *n);
+        if (n == NULL) goto oom;
+        r->cells = n;
+        r->cap_rows = cap;
+    }
+    noodle_value *row = r->cells + r->nrows * r->ncols;
+    for (size_t i = 0; i < r->ncols; i++) {
+        row[i] = cells[i];
+        if (cells[i].type == NOODLE_TYPE_TEXT || cells[i].type == NOODLE_TYPE_BLOB) {
+            const void *p = copy_bytes(r, cells[i].v.bytes.ptr, cells[i].v.bytes.len);
+            if (p == NULL) goto oom;
+            row[i].v.bytes.ptr = p;
+        } else if (cells[i].type > NOODLE_TYPE_BLOB) {
+            return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                              "cell %zu has invalid type %d", i, (int)cells[i].type);
+        }
+    }
+    r->nrows++;
+    return 0;
+oom:
+    return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory appending row %zu", r->nrows);
+}
+
+void noodle_rows_set_affected(noodle_rows *r, int64_t n) { r->affected = n; }
+
+size_t noodle_rows_count(const noodle_rows *r) { return r ? r->nrows : 0; }
+size_t noodle_rows_columns(const noodle_rows *r) { return r ? r->ncols : 0; }
+int64_t noodle_rows_affected(const noodle_rows *r) { return r ? r->affected : 0; }
+
+const char *noodle_rows_column_name(const noodle_rows *r, size_t col) {
+    if (r == NULL || col >= r->ncols) return NULL;
+    return r->names[col] ? r->names[col] : "";
+}
+
+long noodle_rows_column_index(const noodle_rows *r, const char *name) {
+    if (r == NULL || name == NULL) return -1;
+    for (size_t i = 0; i < r->ncols; i++)
+        if (r->names[i] != NULL && strcmp(r->names[i], name) == 0) return (long)i;
+    return -1;
+}
+
+const noodle_value *noodle_rows_get(const noodle_rows *r, size_t row, size_t col) {
+    if (r == NULL || row >= r->nrows || col >= r->ncols) return &null_value;
+    return &r->cells[row * r->ncols + col];
+}

@@ -1,0 +1,898 @@
+/* The PostgreSQL backend against a real server (label pg).
+ *
+ * One throwaway server is started in the group setup (a failure to start
+ * fails the group: these tests are never skipped). Everything goes through
+ * the public noodle_conn_* API with noodle_backend_postgres(), except the
+ * socket-option checks, which look at the libpq connection inside the handle.
+ */
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backends/postgres_sql.h"
+#include "noodle/backend.h"
+#include "noodle/clock.h"
+#include "noodle/error.h"
+#include "pg_server.h"
+#include "test_util.h"
+
+static noodle_pg_server *server;
+static char url[256];
+
+/* ---- helpers --------------------------------------------------------------------- */
+
+static int64_t deadline_ms(int ms) {
+    return noodle_deadline_after(NULL, NOODLE_MS(ms));
+}
+
+static noodle_conn *open_url(const char *u) {
+    noodle_connect_params p = {
+        .url = u, .deadline = deadline_ms(10000), .clock = NULL, .application_name = NULL};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err);
+    assert_non_null(c);
+    return c;
+}
+
+static noodle_conn *open_default(void) {
+    return open_url(url);
+}
+
+static void exec_ok(noodle_conn *c, const char *sql) {
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
+    noodle_rows_free(rows);
+}
+
+/* The first cell of sql's result as int64 (it must be one). */
+static int64_t query_int(noodle_conn *c, const char *sql) {
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
+    assert_int_equal(noodle_rows_count(rows), 1);
+    const noodle_value *v = noodle_rows_get(rows, 0, 0);
+    assert_int_equal(v->type, NOODLE_TYPE_INT64);
+    int64_t i = v->v.i;
+    noodle_rows_free(rows);
+    return i;
+}
+
+/* Superuser SQL through a fresh connection; fails the test on error. */
+static void admin(const char *sql, char *out, size_t outlen) {
+    char local[512];
+    if (out == NULL) {
+        out = local;
+        outlen = sizeof local;
+    }
+    if (noodle_pg_server_query(server, sql, out, outlen) != 0) fail_msg("%s: %s", sql, out);
+}
+
+/* A TCP port on 127.0.0.1 with no listener (bound, read, closed). */
+static int dead_port(void) {
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int sockopt(noodle_conn *c, int level, int name) {
+    PGconn *pg = noodle__pg_conn(noodle_conn_handle(c));
+    int value = -1;
+    socklen_t len = sizeof value;
+    assert_non_null(pg);
+    assert_int_equal(getsockopt(PQsocket(pg), level, name, &value, &len), 0);
+    return value;
+}
+
+/* ---- fixtures ---------------------------------------------------------------------- */
+
+static int group_setup(void **state) {
+    char msg[4096];
+    (void)state;
+    if (noodle_pg_server_start(NULL, &server, msg, sizeof msg) != 0) {
+        fprintf(stderr, "cannot start a PostgreSQL server: %s\n", msg);
+        return -1;
+    }
+    snprintf(url, sizeof url, "%s", noodle_pg_server_conninfo(server));
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    noodle_pg_server_stop(server);
+    server = NULL;
+    return 0;
+}
+
+/* After a test that froze the server, whatever happened. */
+static int thaw_server(void **state) {
+    (void)state;
+    noodle_pg_server_thaw(server);
+    return 0;
+}
+
+static int reset_read_only(void **state) {
+    char out[64] = "";
+    (void)state;
+    noodle_pg_server_query(server, "ALTER SYSTEM RESET default_transaction_read_only", out,
+                           sizeof out);
+    noodle_pg_server_query(server, "SELECT pg_reload_conf()", out, sizeof out);
+    for (int i = 0; i < 500; i++) {
+        if (noodle_pg_server_query(server, "SHOW default_transaction_read_only", out, sizeof out) ==
+                0 &&
+            strcmp(out, "off") == 0)
+            return 0;
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* ---- deadlines against a frozen server ------------------------------------------------ */
+
+static void query_on_frozen_server_returns_4004_by_deadline(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_int_equal(noodle_pg_server_freeze(server), 0);
+
+    int64_t t0 = noodle_test_now_ms();
+    int rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(500), &rows, &err);
+    int64_t elapsed = noodle_test_now_ms() - t0;
+    assert_code(rc, &err, NOODLE_E_BACKEND_TIMEOUT);
+    assert_null(rows);
+    assert_true(elapsed >= 450);
+    assert_true(elapsed < 2500);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(500), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_BROKEN);
+
+    t0 = noodle_test_now_ms();
+    noodle_conn_close(c);
+    assert_true(noodle_test_now_ms() - t0 < 1000);
+    assert_int_equal(noodle_pg_server_thaw(server), 0);
+}
+
+static void connect_to_frozen_server_returns_4002_by_deadline(void **state) {
+    (void)state;
+    noodle_connect_params p = {.url = url, .deadline = 0, .clock = NULL, .application_name = NULL};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    assert_int_equal(noodle_pg_server_freeze(server), 0);
+
+    int64_t t0 = noodle_test_now_ms();
+    p.deadline = deadline_ms(500);
+    int rc = noodle_conn_open(noodle_backend_postgres(), &p, &c, &err);
+    int64_t elapsed = noodle_test_now_ms() - t0;
+    assert_code(rc, &err, NOODLE_E_CONNECT_TIMEOUT);
+    assert_null(c);
+    assert_true(elapsed < 2500);
+    assert_int_equal(noodle_pg_server_thaw(server), 0);
+}
+
+static void close_on_frozen_server_returns_at_once(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    exec_ok(c, "SELECT 1");
+    assert_int_equal(noodle_pg_server_freeze(server), 0);
+    int64_t t0 = noodle_test_now_ms();
+    noodle_conn_close(c);
+    assert_true(noodle_test_now_ms() - t0 < 1000);
+    assert_int_equal(noodle_pg_server_thaw(server), 0);
+}
+
+static void slow_query_returns_4004_by_deadline_and_handle_reports_4003(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    void *handle = noodle_conn_handle(c);
+    const noodle_backend_ops *ops = noodle_backend_postgres();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+
+    int64_t t0 = noodle_test_now_ms();
+    int rc = noodle_conn_execute(c, "SELECT pg_sleep(5)", NULL, 0, deadline_ms(300), &rows, &err);
+    int64_t elapsed = noodle_test_now_ms() - t0;
+    assert_code(rc, &err, NOODLE_E_BACKEND_TIMEOUT);
+    assert_true(elapsed < 2000);
+    assert_null(noodle__pg_conn(handle));
+    /* The backend itself (below the broken-connection layer) says "lost". */
+    rc = ops->execute(handle, "SELECT 1", NULL, 0, deadline_ms(1000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    rc = ops->validate(handle, deadline_ms(1000), &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    noodle_conn_close(c);
+}
+
+/* ---- the server going away --------------------------------------------------------------- */
+
+static void terminated_backend_fails_next_execute_with_4003_or_4010(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    char sql[128], out[64];
+    int64_t pid = query_int(c, "SELECT pg_backend_pid()");
+
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)", (long long)pid);
+    admin(sql, out, sizeof out);
+    assert_string_equal(out, "t");
+
+    int rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(5000), &rows, &err);
+    if (rc != NOODLE_E_CONNECTION_LOST && rc != NOODLE_E_SERVER_SHUTDOWN) {
+        char buf[1024];
+        noodle_error_format(&err, buf, sizeof buf);
+        fail_msg("want 4003 or 4010, got %d: %s", rc, buf);
+    }
+    assert_int_equal(err.code, rc);
+    /* The server said why (FATAL 57P01) before closing. */
+    if (rc == NOODLE_E_SERVER_SHUTDOWN) assert_string_equal(err.detail, "SQLSTATE 57P01");
+    if (err.detail[0] != '\0') assert_memory_equal(err.detail, "SQLSTATE ", 9);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    rc = noodle_conn_validate(c, deadline_ms(1000), &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_BROKEN);
+    noodle_conn_close(c);
+}
+
+/* ---- connect options ------------------------------------------------------------------------ */
+
+static void socket_has_keepalive_and_tcp_user_timeout_10000_by_default(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    assert_int_equal(sockopt(c, SOL_SOCKET, SO_KEEPALIVE), 1);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT), 10000);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_KEEPIDLE), 10);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_KEEPINTVL), 3);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_KEEPCNT), 3);
+    noodle_conn_close(c);
+}
+
+static void conninfo_tcp_user_timeout_overrides_the_default(void **state) {
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "%s tcp_user_timeout=1234 keepalives_idle=7", url);
+    noodle_conn *c = open_url(u);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT), 1234);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_KEEPIDLE), 7);
+    assert_int_equal(sockopt(c, SOL_SOCKET, SO_KEEPALIVE), 1);
+    noodle_conn_close(c);
+}
+
+static void uri_query_parameters_override_the_defaults_too(void **state) {
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "postgresql://postgres@127.0.0.1:%d/postgres?tcp_user_timeout=4321",
+             noodle_pg_server_port(server));
+    noodle_conn *c = open_url(u);
+    assert_int_equal(sockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT), 4321);
+    noodle_conn_close(c);
+}
+
+static void multi_host_conninfo_skips_a_dead_first_host(void **state) {
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=postgres",
+             dead_port(), noodle_pg_server_port(server));
+    noodle_conn *c = open_url(u);
+    assert_int_equal(query_int(c, "SELECT 7"), 7);
+    noodle_conn_close(c);
+}
+
+static void application_name_is_set_and_conninfo_overrides_it(void **state) {
+    noodle_connect_params p = {
+        .url = url, .deadline = 0, .clock = NULL, .application_name = "noodle-test"};
+    noodle_conn *c = NULL;
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    char u[300];
+    (void)state;
+
+    p.deadline = deadline_ms(10000);
+    assert_ok(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err);
+    assert_ok(noodle_conn_execute(c, "SELECT current_setting('application_name')", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "noodle-test");
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+
+    snprintf(u, sizeof u, "%s application_name=mine", url);
+    p.url = u;
+    assert_ok(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err);
+    assert_ok(noodle_conn_execute(c, "SELECT current_setting('application_name')", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "mine");
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void refused_connection_fails_with_4001(void **state) {
+    char u[300];
+    noodle_connect_params p = {.url = u, .deadline = 0, .clock = NULL, .application_name = NULL};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    (void)state;
+    snprintf(u, sizeof u, "host=127.0.0.1 port=%d dbname=postgres user=postgres", dead_port());
+    p.deadline = deadline_ms(5000);
+    assert_code(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err,
+                NOODLE_E_CONNECT_FAILED);
+    assert_null(c);
+    assert_non_null(strstr(err.message, "refused"));
+    assert_null(strchr(err.message, '\n'));
+}
+
+static void unknown_role_fails_connect_with_4009(void **state) {
+    char u[300];
+    noodle_connect_params p = {.url = u, .deadline = 0, .clock = NULL, .application_name = NULL};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    (void)state;
+    snprintf(u, sizeof u, "host=127.0.0.1 port=%d dbname=postgres user=nobody_here",
+             noodle_pg_server_port(server));
+    p.deadline = deadline_ms(5000);
+    assert_code(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err,
+                NOODLE_E_AUTH_FAILED);
+    assert_null(c);
+}
+
+static void unparseable_conninfo_fails_with_4001(void **state) {
+    noodle_connect_params p = {.url = "host=127.0.0.1 bogus_option=1",
+                               .deadline = 0,
+                               .clock = NULL,
+                               .application_name = NULL};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    (void)state;
+    p.deadline = deadline_ms(5000);
+    assert_code(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err,
+                NOODLE_E_CONNECT_FAILED);
+    assert_non_null(strstr(err.message, "bogus_option"));
+}
+
+/* ---- roles ------------------------------------------------------------------------------------
+ */
+
+static void normal_node_reports_primary_role(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_role role;
+    noodle_error err;
+    assert_ok(noodle_conn_role(c, deadline_ms(5000), &role, &err), &err);
+    assert_int_equal(role, NOODLE_ROLE_PRIMARY);
+    noodle_conn_close(c);
+}
+
+static void read_only_node_reports_read_only_and_refuses_writes_with_5009(void **state) {
+    char out[64] = "";
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_role role;
+    (void)state;
+
+    admin("ALTER SYSTEM SET default_transaction_read_only = on", NULL, 0);
+    admin("SELECT pg_reload_conf()", NULL, 0);
+    for (int i = 0; i < 500 && strcmp(out, "on") != 0; i++) {
+        admin("SHOW default_transaction_read_only", out, sizeof out);
+        if (strcmp(out, "on") != 0) usleep(10000);
+    }
+    assert_string_equal(out, "on");
+
+    noodle_conn *c = open_default();
+    assert_ok(noodle_conn_role(c, deadline_ms(5000), &role, &err), &err);
+    assert_int_equal(role, NOODLE_ROLE_READ_ONLY);
+    int rc = noodle_conn_execute(c, "CREATE TABLE ro_probe (x int)", NULL, 0, deadline_ms(5000),
+                                 &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_READ_ONLY);
+    assert_string_equal(err.detail, "SQLSTATE 25006");
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+/* ---- parameters and values ------------------------------------------------------------------- */
+
+static void text_parameter_with_nul_is_refused_with_5007_and_nothing_written(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE nul_probe (t text)");
+    noodle_value v = noodle_text_n("a\0b", 3);
+    int rc = noodle_conn_execute(c, "INSERT INTO nul_probe VALUES (?)", &v, 1, deadline_ms(5000),
+                                 &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_PARAM_INVALID);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    assert_int_equal(query_int(c, "SELECT count(*) FROM nul_probe"), 0);
+    noodle_conn_close(c);
+}
+
+static void placeholder_count_mismatch_fails_5006_and_sends_nothing(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE count_probe (a int8, b int8)");
+    noodle_value one = noodle_int64(1);
+    int rc = noodle_conn_execute(c, "INSERT INTO count_probe VALUES (?, ?)", &one, 1,
+                                 deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_PARAM_COUNT);
+    assert_int_equal(query_int(c, "SELECT count(*) FROM count_probe"), 0);
+    noodle_conn_close(c);
+}
+
+static void bytea_round_trips_all_256_byte_values(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    unsigned char bytes[256];
+    for (int i = 0; i < 256; i++) bytes[i] = (unsigned char)i;
+    exec_ok(c, "CREATE TEMP TABLE blob_probe (b bytea)");
+    noodle_value v = noodle_blob(bytes, sizeof bytes);
+    assert_ok(noodle_conn_execute(c, "INSERT INTO blob_probe VALUES (?)", &v, 1, deadline_ms(5000),
+                                  &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_affected(rows), 1);
+    noodle_rows_free(rows);
+    assert_int_equal(query_int(c, "SELECT length(b) FROM blob_probe"), 256);
+
+    assert_ok(noodle_conn_execute(c, "SELECT b, ?::bytea FROM blob_probe", &v, 1, deadline_ms(5000),
+                                  &rows, &err),
+              &err);
+    for (size_t col = 0; col < 2; col++) {
+        const noodle_value *got = noodle_rows_get(rows, 0, col);
+        assert_int_equal(got->type, NOODLE_TYPE_BLOB);
+        assert_int_equal(got->v.bytes.len, 256);
+        assert_memory_equal(got->v.bytes.ptr, bytes, 256);
+    }
+    noodle_rows_free(rows);
+
+    /* The empty blob is not NULL. */
+    v = noodle_blob(NULL, 0);
+    assert_ok(noodle_conn_execute(c, "SELECT ?::bytea IS NULL, length(?::bytea)",
+                                  (noodle_value[]){v, v}, 2, deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_get(rows, 0, 0)->v.i, 0);
+    assert_int_equal(noodle_rows_get(rows, 0, 1)->v.i, 0);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void int64_min_and_max_round_trip(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_value in[3] = {noodle_int64(INT64_MIN), noodle_int64(INT64_MAX), noodle_int64(0)};
+    assert_ok(noodle_conn_execute(c, "SELECT ?, ?, ?, pg_typeof(?)::text",
+                                  (noodle_value[]){in[0], in[1], in[2], in[0]}, 4,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    for (size_t i = 0; i < 3; i++) {
+        const noodle_value *v = noodle_rows_get(rows, 0, i);
+        assert_int_equal(v->type, NOODLE_TYPE_INT64);
+        assert_true(v->v.i == in[i].v.i);
+    }
+    assert_string_equal(noodle_rows_get(rows, 0, 3)->v.bytes.ptr, "bigint");
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void double_infinities_nan_and_extremes_round_trip(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    const double values[] = {INFINITY, -INFINITY, NAN, -0.0, 1e308, 0.1, 4.9406564584124654e-324};
+    const size_t n = sizeof values / sizeof values[0];
+    noodle_value in[sizeof values / sizeof values[0]];
+    for (size_t i = 0; i < n; i++) in[i] = noodle_double(values[i]);
+    assert_ok(
+        noodle_conn_execute(c, "SELECT ?, ?, ?, ?, ?, ?, ?", in, n, deadline_ms(5000), &rows, &err),
+        &err);
+    for (size_t i = 0; i < n; i++) {
+        const noodle_value *v = noodle_rows_get(rows, 0, i);
+        assert_int_equal(v->type, NOODLE_TYPE_DOUBLE);
+        if (isnan(values[i]))
+            assert_true(isnan(v->v.d));
+        else
+            assert_memory_equal(&v->v.d, &values[i], sizeof(double));
+    }
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void results_are_typed_by_column_type(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(
+        noodle_conn_execute(c,
+                            "SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c, 26::oid AS d,"
+                            " 1.5::float4 AS e, 2.25::float8 AS f, true AS g, false AS h,"
+                            " 12345678901234567890.123456789::numeric AS i, 'x?'::text AS j,"
+                            " NULL::int4 AS k, '\\x00ff'::bytea AS l, '2024-01-02'::date AS m",
+                            NULL, 0, deadline_ms(5000), &rows, &err),
+        &err);
+    assert_int_equal(noodle_rows_columns(rows), 13);
+    assert_string_equal(noodle_rows_column_name(rows, 0), "a");
+    assert_int_equal(noodle_rows_column_index(rows, "m"), 12);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(noodle_rows_get(rows, 0, i)->type, NOODLE_TYPE_INT64);
+        assert_int_equal(noodle_rows_get(rows, 0, i)->v.i, i == 3 ? 26 : (int64_t)i + 1);
+    }
+    assert_int_equal(noodle_rows_get(rows, 0, 4)->type, NOODLE_TYPE_DOUBLE);
+    assert_true(noodle_rows_get(rows, 0, 4)->v.d == 1.5);
+    assert_true(noodle_rows_get(rows, 0, 5)->v.d == 2.25);
+    assert_int_equal(noodle_rows_get(rows, 0, 6)->type, NOODLE_TYPE_INT64);
+    assert_int_equal(noodle_rows_get(rows, 0, 6)->v.i, 1);
+    assert_int_equal(noodle_rows_get(rows, 0, 7)->v.i, 0);
+    assert_int_equal(noodle_rows_get(rows, 0, 8)->type, NOODLE_TYPE_TEXT);
+    assert_string_equal(noodle_rows_get(rows, 0, 8)->v.bytes.ptr, "12345678901234567890.123456789");
+    assert_string_equal(noodle_rows_get(rows, 0, 9)->v.bytes.ptr, "x?");
+    assert_int_equal(noodle_rows_get(rows, 0, 10)->type, NOODLE_TYPE_NULL);
+    assert_int_equal(noodle_rows_get(rows, 0, 11)->type, NOODLE_TYPE_BLOB);
+    assert_int_equal(noodle_rows_get(rows, 0, 11)->v.bytes.len, 2);
+    assert_memory_equal(noodle_rows_get(rows, 0, 11)->v.bytes.ptr, "\x00\xff", 2);
+    assert_string_equal(noodle_rows_get(rows, 0, 12)->v.bytes.ptr, "2024-01-02");
+    assert_int_equal(noodle_rows_affected(rows), 0);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void text_and_null_parameters_bind(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_value in[3] = {noodle_text("héllo 'quoted' ?"), noodle_null(), noodle_text_n("", 0)};
+    assert_ok(noodle_conn_execute(c, "SELECT ?::text, ?::text IS NULL, length(?::text)", in, 3,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "héllo 'quoted' ?");
+    assert_int_equal(noodle_rows_get(rows, 0, 1)->v.i, 1);
+    assert_int_equal(noodle_rows_get(rows, 0, 2)->v.i, 0);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void affected_rows_count_inserts_updates_and_deletes(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE aff (x int)");
+    assert_ok(noodle_conn_execute(c, "INSERT INTO aff SELECT generate_series(1, 5)", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_columns(rows), 0);
+    assert_int_equal(noodle_rows_affected(rows), 5);
+    noodle_rows_free(rows);
+    assert_ok(noodle_conn_execute(c, "UPDATE aff SET x = x + 1 WHERE x > 2 RETURNING x", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_count(rows), 3);
+    assert_int_equal(noodle_rows_affected(rows), 3);
+    noodle_rows_free(rows);
+    assert_ok(noodle_conn_execute(c, "DELETE FROM aff", NULL, 0, deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_affected(rows), 5);
+    noodle_rows_free(rows);
+    assert_ok(noodle_conn_execute(c, "SELECT 1 FROM generate_series(1, 4)", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_count(rows), 4);
+    assert_int_equal(noodle_rows_affected(rows), 0);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void copy_to_or_from_the_client_fails_5015_and_connection_stays_usable(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE cp (x int)");
+    int rc = noodle_conn_execute(c, "COPY (SELECT generate_series(1, 1000)) TO STDOUT", NULL, 0,
+                                 deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_UNSUPPORTED);
+    rc = noodle_conn_execute(c, "COPY cp FROM STDIN", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_UNSUPPORTED);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    assert_int_equal(query_int(c, "SELECT count(*) FROM cp"), 0);
+    noodle_conn_close(c);
+}
+
+static void placeholders_skip_literals_and_jsonb_operators_on_the_server(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_value in[2] = {noodle_int64(5), noodle_text("k")};
+    assert_ok(noodle_conn_execute(c,
+                                  "SELECT '?' AS a, E'\\'?' AS b, $$?$$ AS c, ?::int8 + 1 AS d, "
+                                  "'{\"k\": 1}'::jsonb ?? ? AS e, '{\"k\": 1}'::jsonb ?| "
+                                  "array['k'] AS f /* ? */ -- ?",
+                                  in, 2, deadline_ms(5000), &rows, &err),
+              &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "?");
+    assert_string_equal(noodle_rows_get(rows, 0, 1)->v.bytes.ptr, "'?");
+    assert_string_equal(noodle_rows_get(rows, 0, 2)->v.bytes.ptr, "?");
+    assert_int_equal(noodle_rows_get(rows, 0, 3)->v.i, 6);
+    assert_int_equal(noodle_rows_get(rows, 0, 4)->v.i, 1);
+    assert_int_equal(noodle_rows_get(rows, 0, 5)->v.i, 1);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+static void rows_without_columns_are_counted(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, "SELECT FROM generate_series(1, 3)", NULL, 0,
+                                  deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_columns(rows), 0);
+    assert_int_equal(noodle_rows_count(rows), 3);
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+/* ---- server errors
+ * -------------------------------------------------------------------------------- */
+
+static void unique_violation_fails_5002_with_sqlstate_and_server_message(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE uq (id int PRIMARY KEY)");
+    exec_ok(c, "INSERT INTO uq VALUES (1)");
+    int rc = noodle_conn_execute(c, "INSERT INTO uq VALUES (1)", NULL, 0, deadline_ms(5000), &rows,
+                                 &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23505");
+    assert_string_equal(
+        err.message, "execute failed: duplicate key value violates unique constraint \"uq_pkey\"");
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+static void syntax_error_and_several_statements_fail_5001(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    int rc = noodle_conn_execute(c, "SELEC 1", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42601");
+    rc = noodle_conn_execute(c, "SELECT 1; SELECT 2", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_SYNTAX);
+    rc = noodle_conn_execute(c, "SELECT * FROM no_such_table", NULL, 0, deadline_ms(5000), &rows,
+                             &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P01");
+    noodle_conn_close(c);
+}
+
+static void division_by_zero_fails_5010_and_statement_timeout_5012(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    int rc = noodle_conn_execute(c, "SELECT 1 / 0", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_DATA);
+    exec_ok(c, "SET statement_timeout = 50");
+    rc = noodle_conn_execute(c, "SELECT pg_sleep(2)", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_CANCELED);
+    assert_string_equal(err.detail, "SQLSTATE 57014");
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+/* ---- transactions
+ * ------------------------------------------------------------------------------------ */
+
+static void commit_of_failed_transaction_fails_5011_rolled_back(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE cf (x int)");
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    exec_ok(c, "INSERT INTO cf VALUES (1)");
+    int rc = noodle_conn_execute(c, "SELECT 1 / 0", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_DATA);
+    rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_TXN_STATE); /* 25P02: transaction aborted */
+    rc = noodle_conn_commit(c, deadline_ms(5000), &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_TXN_STATE);
+    assert_string_equal(err.message, "commit rolled back: the transaction had failed");
+    assert_int_equal(query_int(c, "SELECT count(*) FROM cf"), 0);
+    noodle_conn_close(c);
+}
+
+static void savepoints_roll_back_part_of_a_transaction(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_error err;
+    exec_ok(c, "CREATE TEMP TABLE sp (x int)");
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    exec_ok(c, "INSERT INTO sp VALUES (1)");
+    assert_ok(noodle_conn_savepoint(c, "Sp_1", deadline_ms(5000), &err), &err);
+    exec_ok(c, "INSERT INTO sp VALUES (2)");
+    assert_ok(noodle_conn_rollback_to(c, "Sp_1", deadline_ms(5000), &err), &err);
+    assert_ok(noodle_conn_release(c, "Sp_1", deadline_ms(5000), &err), &err);
+    assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err);
+    assert_int_equal(query_int(c, "SELECT count(*) FROM sp"), 1);
+
+    assert_code(noodle_conn_savepoint(c, "bad name", deadline_ms(5000), &err), &err,
+                NOODLE_E_QUERY_INVALID_SAVEPOINT);
+    /* Unknown savepoint: the server's 3B001. */
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    int rc = noodle_conn_rollback_to(c, "nope", deadline_ms(5000), &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_INVALID_SAVEPOINT);
+    assert_string_equal(err.detail, "SQLSTATE 3B001");
+    assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
+    noodle_conn_close(c);
+}
+
+static void transaction_misuse_fails_5011_without_a_server_warning(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_error err;
+    assert_code(noodle_conn_commit(c, deadline_ms(5000), &err), &err, NOODLE_E_QUERY_TXN_STATE);
+    assert_code(noodle_conn_rollback(c, deadline_ms(5000), &err), &err, NOODLE_E_QUERY_TXN_STATE);
+    assert_code(noodle_conn_savepoint(c, "sp", deadline_ms(5000), &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    assert_code(noodle_conn_begin(c, NOODLE_ISOLATION_SERIALIZABLE, deadline_ms(5000), &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    /* A transaction begun with plain SQL counts too. */
+    assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
+    exec_ok(c, "BEGIN");
+    assert_code(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+static void begin_sets_each_isolation_level(void **state) {
+    (void)state;
+    static const struct {
+        noodle_isolation iso;
+        const char *name;
+    } levels[] = {
+        {NOODLE_ISOLATION_DEFAULT, "read committed"},
+        {NOODLE_ISOLATION_READ_UNCOMMITTED, "read uncommitted"},
+        {NOODLE_ISOLATION_READ_COMMITTED, "read committed"},
+        {NOODLE_ISOLATION_REPEATABLE_READ, "repeatable read"},
+        {NOODLE_ISOLATION_SERIALIZABLE, "serializable"},
+    };
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        assert_ok(noodle_conn_begin(c, levels[i].iso, deadline_ms(5000), &err), &err);
+        assert_ok(noodle_conn_execute(c, "SHOW transaction_isolation", NULL, 0, deadline_ms(5000),
+                                      &rows, &err),
+                  &err);
+        assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, levels[i].name);
+        noodle_rows_free(rows);
+        assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
+    }
+    noodle_conn_close(c);
+}
+
+/* ---- validate and metrics
+ * ------------------------------------------------------------------------------ */
+
+static void validate_succeeds_on_a_live_connection(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_error err;
+    assert_ok(noodle_conn_validate(c, deadline_ms(5000), &err), &err);
+    assert_ok(noodle_conn_validate(c, deadline_ms(5000), &err), &err);
+    exec_ok(c, "SELECT 1");
+    noodle_conn_close(c);
+}
+
+static void metrics_report_database_size_version_and_data_path(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(c, deadline_ms(5000), &m, &err), &err);
+    assert_true(m.database_size_bytes > 0);
+    assert_int_equal(m.role, NOODLE_ROLE_PRIMARY);
+    assert_int_equal(m.standby_count, 0);
+    assert_int_equal(m.replication_lag_bytes, -1); /* no standby to measure */
+    assert_int_equal(m.replication_delay_ms, -1);
+    assert_memory_equal(m.server_version, "PostgreSQL ", 11);
+    assert_true(strlen(m.server_version) > 11);
+    /* The superuser may read data_directory. */
+    assert_string_equal(m.data_path, noodle_pg_server_datadir(server));
+    noodle_conn_close(c);
+}
+
+static void metrics_hide_data_path_from_unprivileged_users(void **state) {
+    char u[300];
+    (void)state;
+    admin("DROP ROLE IF EXISTS noodle_plain", NULL, 0);
+    admin("CREATE ROLE noodle_plain LOGIN", NULL, 0);
+    snprintf(u, sizeof u, "host=127.0.0.1 port=%d dbname=postgres user=noodle_plain",
+             noodle_pg_server_port(server));
+    noodle_conn *c = open_url(u);
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(c, deadline_ms(5000), &m, &err), &err);
+    assert_true(m.database_size_bytes > 0);
+    assert_string_equal(m.data_path, "");
+    noodle_conn_close(c);
+    admin("DROP ROLE noodle_plain", NULL, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(query_on_frozen_server_returns_4004_by_deadline, thaw_server),
+        cmocka_unit_test_teardown(connect_to_frozen_server_returns_4002_by_deadline, thaw_server),
+        cmocka_unit_test_teardown(close_on_frozen_server_returns_at_once, thaw_server),
+        cmocka_unit_test(slow_query_returns_4004_by_deadline_and_handle_reports_4003),
+        cmocka_unit_test(terminated_backend_fails_next_execute_with_4003_or_4010),
+        cmocka_unit_test(socket_has_keepalive_and_tcp_user_timeout_10000_by_default),
+        cmocka_unit_test(conninfo_tcp_user_timeout_overrides_the_default),
+        cmocka_unit_test(uri_query_parameters_override_the_defaults_too),
+        cmocka_unit_test(multi_host_conninfo_skips_a_dead_first_host),
+        cmocka_unit_test(application_name_is_set_and_conninfo_overrides_it),
+        cmocka_unit_test(refused_connection_fails_with_4001),
+        cmocka_unit_test(unknown_role_fails_connect_with_4009),
+        cmocka_unit_test(unparseable_conninfo_fails_with_4001),
+        cmocka_unit_test(normal_node_reports_primary_role),
+        cmocka_unit_test_teardown(read_only_node_reports_read_only_and_refuses_writes_with_5009,
+                                  reset_read_only),
+        cmocka_unit_test(text_parameter_with_nul_is_refused_with_5007_and_nothing_written),
+        cmocka_unit_test(placeholder_count_mismatch_fails_5006_and_sends_nothing),
+        cmocka_unit_test(bytea_round_trips_all_256_byte_values),
+        cmocka_unit_test(int64_min_and_max_round_trip),
+        cmocka_unit_test(double_infinities_nan_and_extremes_round_trip),
+        cmocka_unit_test(results_are_typed_by_column_type),
+        cmocka_unit_test(text_and_null_parameters_bind),
+        cmocka_unit_test(affected_rows_count_inserts_updates_and_deletes),
+        cmocka_unit_test(copy_to_or_from_the_client_fails_5015_and_connection_stays_usable),
+        cmocka_unit_test(placeholders_skip_literals_and_jsonb_operators_on_the_server),
+        cmocka_unit_test(rows_without_columns_are_counted),
+        cmocka_unit_test(unique_violation_fails_5002_with_sqlstate_and_server_message),
+        cmocka_unit_test(syntax_error_and_several_statements_fail_5001),
+        cmocka_unit_test(division_by_zero_fails_5010_and_statement_timeout_5012),
+        cmocka_unit_test(commit_of_failed_transaction_fails_5011_rolled_back),
+        cmocka_unit_test(savepoints_roll_back_part_of_a_transaction),
+        cmocka_unit_test(transaction_misuse_fails_5011_without_a_server_warning),
+        cmocka_unit_test(begin_sets_each_isolation_level),
+        cmocka_unit_test(validate_succeeds_on_a_live_connection),
+        cmocka_unit_test(metrics_report_database_size_version_and_data_path),
+        cmocka_unit_test(metrics_hide_data_path_from_unprivileged_users),
+    };
+    return cmocka_run_group_tests_name("postgres", tests, group_setup, group_teardown);
+}

@@ -1,0 +1,40 @@
+/* Small helpers shared by the cmocka tests. */
+#ifndef NOODLE_TEST_UTIL_H
+#define NOODLE_TEST_UTIL_H
+
+#include <stdint.h>
+
+#include "noodle/error.h"
+
+/* Monotonic milliseconds, for generous elapsed-time bounds in tests. */
+int64_t noodle_test_now_ms(void);
+
+/* Fail the current cmocka test with the formatted error when rc != 0. */
+#define assert_ok(rc, err)                                                              \
+    do {                                                                                \
+        int assert_ok_rc_ = (rc);                                                       \
+        if (assert_ok_rc_ != 0) {                                                       \
+            char assert_ok_buf_[1024];                                                  \
+            noodle_error_format((err), assert_ok_buf_, sizeof assert_ok_buf_);          \
+            fail_msg("expected success, got %d: %s", assert_ok_rc_, assert_ok_buf_);    \
+        }                                                                               \
+    } while (0)
+
+/* Assert rc == code and err->code == code, printing the error otherwise. */
+#define assert_code(rc, err, want)                                                      \
+    do {                                                                                \
+        int assert_code_rc_ = (rc);                                                     \
+        if (assert_code_rc_ != (want) || (err)->code != (want)) {                       \
+            char assert_code_buf_[1024];                                                \
+            noodle_error_format((err), assert_code_buf_, sizeof assert_code_buf_);      \
+            fail_msg("expected code %d, got rc %d: %s", (int)(want), assert_code_rc_,   \
+                     assert_code_buf_);                                                 \
+        }                                                                               \
+    } while (0)
+
+/* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); the path
+ * is written to buf. Returns 0 or -1. rm_rf removes a tree; returns 0 or -1. */
+int noodle_test_tempdir(char *buf, size_t size);
+int noodle_test_rm_rf(const char *path);
+
+#endif

@@ -1,0 +1,222 @@
+/* SQLite backend behaviour beyond the conformance suite: WAL, busy timeouts
+ * bounded by the deadline, interrupted statements, stacked statements, corrupt
+ * and read-only files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "noodle/backend.h"
+#include "test_util.h"
+
+static char dir[256];
+static char path[320];
+
+#define DEADLINE() noodle_deadline_after(NULL, NOODLE_SEC(15))
+
+static noodle_conn *open_url(const char *u) {
+    noodle_connect_params p = {.url = u, .deadline = DEADLINE()};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_open(noodle_backend_sqlite(), &p, &c, &err), &err);
+    return c;
+}
+
+static noodle_rows *run(noodle_conn *c, const char *sql, const noodle_value *p, size_t n) {
+    noodle_rows *r = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, p, n, DEADLINE(), &r, &err), &err);
+    return r;
+}
+
+static int setup(void **state) {
+    (void)state;
+    if (noodle_test_tempdir(dir, sizeof dir) != 0) return -1;
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    noodle_conn *c = open_url(path);
+    noodle_rows_free(run(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", NULL, 0));
+    noodle_conn_close(c);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return noodle_test_rm_rf(dir);
+}
+
+static void file_databases_run_in_wal_mode(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = run(c, "PRAGMA journal_mode", NULL, 0);
+    const noodle_value *v = noodle_rows_get(r, 0, 0);
+    assert_int_equal(v->type, NOODLE_TYPE_TEXT);
+    assert_string_equal((const char *)v->v.bytes.ptr, "wal");
+    noodle_rows_free(r);
+    noodle_conn_close(c);
+}
+
+static void a_blocked_writer_fails_with_5005_at_its_deadline_and_stays_usable(void **state) {
+    (void)state;
+    noodle_conn *a = open_url(path), *b = open_url(path);
+    noodle_error err;
+    assert_ok(noodle_conn_begin(a, NOODLE_ISOLATION_SERIALIZABLE, DEADLINE(), &err), &err);
+    int64_t start = noodle_test_now_ms();
+    int rc = noodle_conn_begin(b, NOODLE_ISOLATION_SERIALIZABLE,
+                               noodle_deadline_after(NULL, NOODLE_MS(200)), &err);
+    int64_t waited = noodle_test_now_ms() - start;
+    assert_code(rc, &err, NOODLE_E_QUERY_BUSY);
+    assert_non_null(strstr(err.detail, "SQLITE_BUSY"));
+    assert_true(waited >= 150);  /* it did wait for the lock */
+    assert_true(waited < 5000);  /* and gave up at the deadline (generous bound) */
+    assert_int_equal(noodle_conn_get_state(b), NOODLE_CONN_OK);
+    assert_ok(noodle_conn_commit(a, DEADLINE(), &err), &err);
+    assert_ok(noodle_conn_begin(b, NOODLE_ISOLATION_SERIALIZABLE, DEADLINE(), &err), &err);
+    assert_ok(noodle_conn_commit(b, DEADLINE(), &err), &err);
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void a_statement_running_past_its_deadline_is_interrupted_with_4004(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = NULL;
+    noodle_error err;
+    int64_t start = noodle_test_now_ms();
+    int rc = noodle_conn_execute(c,
+                                 "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+                                 "WHERE x < 1000000000) SELECT count(*) FROM n",
+                                 NULL, 0, noodle_deadline_after(NULL, NOODLE_MS(100)), &r, &err);
+    assert_code(rc, &err, NOODLE_E_BACKEND_TIMEOUT);
+    assert_true(noodle_test_now_ms() - start < 5000);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    noodle_conn_close(c);
+}
+
+static void stacked_statements_are_refused_and_nothing_runs(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = NULL;
+    noodle_error err;
+    int rc = noodle_conn_execute(c, "INSERT INTO t (id, v) VALUES (1, 'a'); DROP TABLE t", NULL, 0,
+                                 DEADLINE(), &r, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_UNSUPPORTED);
+    r = run(c, "SELECT count(*) FROM t", NULL, 0);
+    assert_int_equal(noodle_rows_get(r, 0, 0)->v.i, 0);
+    noodle_rows_free(r);
+    /* trailing semicolons and comments are not a second statement */
+    noodle_rows_free(run(c, "SELECT 1; -- done\n /* really */ ;", NULL, 0));
+    noodle_conn_close(c);
+}
+
+static void text_with_embedded_nul_bytes_is_stored_verbatim(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_value p[2] = {noodle_int64(1), noodle_text_n("a\0b\0c", 5)};
+    noodle_rows_free(run(c, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    noodle_rows *r = run(c, "SELECT v FROM t WHERE id = ?", p, 1);
+    const noodle_value *v = noodle_rows_get(r, 0, 0);
+    assert_int_equal(v->type, NOODLE_TYPE_TEXT);
+    assert_int_equal(v->v.bytes.len, 5);
+    assert_memory_equal(v->v.bytes.ptr, "a\0b\0c", 5);
+    noodle_rows_free(r);
+    noodle_conn_close(c);
+}
+
+static void a_stale_snapshot_write_is_a_serialization_failure(void **state) {
+    (void)state;
+    noodle_conn *a = open_url(path), *b = open_url(path);
+    noodle_error err;
+    assert_ok(noodle_conn_begin(a, NOODLE_ISOLATION_REPEATABLE_READ, DEADLINE(), &err), &err);
+    noodle_rows_free(run(a, "SELECT count(*) FROM t", NULL, 0)); /* snapshot taken */
+    noodle_value p[2] = {noodle_int64(1), noodle_text("b wins")};
+    noodle_rows_free(run(b, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    noodle_value q[2] = {noodle_int64(2), noodle_text("a is stale")};
+    noodle_rows *r = NULL;
+    int rc = noodle_conn_execute(a, "INSERT INTO t (id, v) VALUES (?, ?)", q, 2,
+                                 noodle_deadline_after(NULL, NOODLE_MS(500)), &r, &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_SERIALIZATION);
+    assert_ok(noodle_conn_rollback(a, DEADLINE(), &err), &err);
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void a_file_that_is_not_a_database_fails_with_4014(void **state) {
+    (void)state;
+    char junk[340];
+    snprintf(junk, sizeof junk, "%s/junk.db", dir);
+    FILE *f = fopen(junk, "wb");
+    for (int i = 0; i < 4096; i++) fputc('J', f);
+    fclose(f);
+    noodle_connect_params p = {.url = junk, .deadline = DEADLINE()};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    assert_code(noodle_conn_open(noodle_backend_sqlite(), &p, &c, &err), &err,
+                NOODLE_E_INVALID_DATABASE);
+    assert_non_null(strstr(err.detail, "SQLITE_NOTADB"));
+    assert_null(c);
+}
+
+static void a_read_only_database_reports_its_role_and_refuses_writes(void **state) {
+    (void)state;
+    char uri[400];
+    snprintf(uri, sizeof uri, "file:%s?mode=ro", path);
+    noodle_conn *c = open_url(uri);
+    noodle_role role;
+    noodle_error err;
+    assert_ok(noodle_conn_role(c, DEADLINE(), &role, &err), &err);
+    assert_int_equal(role, NOODLE_ROLE_READ_ONLY);
+    noodle_value p[2] = {noodle_int64(1), noodle_text("x")};
+    noodle_rows *r = NULL;
+    assert_code(noodle_conn_execute(c, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2, DEADLINE(), &r,
+                                    &err),
+                &err, NOODLE_E_QUERY_READ_ONLY);
+    noodle_conn_close(c);
+}
+
+static void in_memory_databases_work_without_a_file(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(":memory:");
+    noodle_rows_free(run(c, "CREATE TABLE m (x INTEGER)", NULL, 0));
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(c, DEADLINE(), &m, &err), &err);
+    assert_string_equal(m.data_path, "");
+    assert_true(m.database_size_bytes > 0);
+    noodle_conn_close(c);
+}
+
+static void metrics_name_the_database_file_and_measure_its_size(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(c, DEADLINE(), &m, &err), &err);
+    assert_non_null(strstr(m.data_path, "/t.db"));
+    assert_true(m.database_size_bytes >= 4096);
+    assert_memory_equal(m.server_version, "SQLite 3.", 9);
+    assert_int_equal(m.replication_lag_bytes, -1); /* unknown, never guessed */
+    noodle_conn_close(c);
+}
+
+int main(void) {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(file_databases_run_in_wal_mode),
+        T(a_blocked_writer_fails_with_5005_at_its_deadline_and_stays_usable),
+        T(a_statement_running_past_its_deadline_is_interrupted_with_4004),
+        T(stacked_statements_are_refused_and_nothing_runs),
+        T(text_with_embedded_nul_bytes_is_stored_verbatim),
+        T(a_stale_snapshot_write_is_a_serialization_failure),
+        T(a_file_that_is_not_a_database_fails_with_4014),
+        T(a_read_only_database_reports_its_role_and_refuses_writes),
+        T(in_memory_databases_work_without_a_file),
+        T(metrics_name_the_database_file_and_measure_its_size),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -144,12 +144,18 @@ static int cmd_config(int argc, char **argv) {
     }
     size_t n;
     const noodle_config_setting *s = noodle_config_settings(&n);
-    printf("%-30s %-24s %-8s %s\n", "variable", "value", "source", "meaning");
+    int width = 5; /* the value column fits the longest value */
+    for (size_t i = 0; i < n; i++) {
+        char value[512];
+        int len = (int)noodle_config_value_text(&cfg, i, value, sizeof value);
+        if (len > width) width = len < 60 ? len : 60;
+    }
+    printf("%-28s %-*s %-8s %s\n", "variable", width, "value", "source", "meaning");
     for (size_t i = 0; i < n; i++) {
         char value[512];
         noodle_config_value_text(&cfg, i, value, sizeof value);
-        printf("%-30s %-24s %-8s %s\n", s[i].env, value, noodle_config_source_name(cfg.source[i]),
-               s[i].description);
+        printf("%-28s %-*s %-8s %s\n", s[i].env, width, value,
+               noodle_config_source_name(cfg.source[i]), s[i].description);
     }
     noodle_config_free(&cfg);
     return 0;

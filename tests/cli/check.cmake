@@ -1,0 +1,18 @@
+# One noodle-harness invocation with its expected exit code and output.
+# -DHARNESS=exe -DARGS="a;b" -DENV="NAME=value;..." -DRC=n -DMATCH=regex [-DNOMATCH=regex]
+set(cmd ${HARNESS} ${ARGS})
+if(ENV)
+  set(cmd ${CMAKE_COMMAND} -E env ${ENV} ${cmd})
+endif()
+execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(all "${out}${err}")
+if(NOT rc STREQUAL RC)
+  message(FATAL_ERROR "exit code ${rc}, expected ${RC}; output:\n${all}")
+endif()
+if(MATCH AND NOT all MATCHES "${MATCH}")
+  message(FATAL_ERROR "output does not match '${MATCH}':\n${all}")
+endif()
+if(NOMATCH AND all MATCHES "${NOMATCH}")
+  message(FATAL_ERROR "output must not match '${NOMATCH}':\n${all}")
+endif()
+message(STATUS "ok: exit ${rc}")

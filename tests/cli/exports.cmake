@@ -1,0 +1,25 @@
+# The shared library exports the public API (noodle_*) and nothing else:
+# no internal noodle__ helpers, no backend statics, no third-party symbols.
+# -DLIB=path/to/libnoodle.so
+execute_process(COMMAND nm -D --defined-only ${LIB} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REPLACE "\n" ";" lines "${out}")
+set(count 0)
+foreach(line IN LISTS lines)
+  if(line MATCHES " ([^ ]+)$")
+    set(sym ${CMAKE_MATCH_1})
+    if(sym MATCHES "^__gcov_")
+      continue() # the coverage build links gcov's runtime into the library
+    endif()
+    if(NOT sym MATCHES "^noodle_[a-z]" OR sym MATCHES "^noodle__")
+      message(FATAL_ERROR "libnoodle exports '${sym}', which is not public API")
+    endif()
+    math(EXPR count "${count} + 1")
+  endif()
+endforeach()
+if(count LESS 50)
+  message(FATAL_ERROR "only ${count} symbols exported; the public API is missing")
+endif()
+message(STATUS "${count} public symbols exported, nothing else")

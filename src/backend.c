@@ -130,81 +130,6 @@ bool noodle_identifier_valid(const char *name) {
     return true;
 }
 
-/* ---- secrets ---------------------------------------------------------------- */
-
-/* Append to an output that may be too small, counting what it needs. */
-typedef struct {
-    char *buf;
-    size_t size, len;
-} outbuf;
-
-static void out_put(outbuf *o, const char *p, size_t n) {
-    for (size_t i = 0; i < n; i++, o->len++)
-        if (o->len + 1 < o->size) o->buf[o->len] = p[i];
-}
-
-static bool is_password_key(const char *s, size_t keylen) {
-    /* password, sslpassword, ... : a key ending in "password" */
-    static const char word[] = "password";
-    const size_t wl = sizeof word - 1;
-    return keylen >= wl && strncasecmp(s + keylen - wl, word, wl) == 0;
-}
-
-size_t noodle_mask_secrets(const char *url, char *buf, size_t size) {
-    outbuf o = {buf, size, 0};
-    if (url == NULL) url = "";
-    const char *scheme = strstr(url, "://");
-    const char *query = scheme ? strchr(scheme, '?') : NULL;
-    const char *p = url;
-    if (scheme != NULL) {
-        /* URI: scheme://[user[:secret]@]host... -- the userinfo ends at the
-         * last '@' before the path */
-        const char *auth = scheme + 3;
-        const char *end = auth + strcspn(auth, "/?");
-        const char *at = NULL;
-        for (const char *q = auth; q < end; q++)
-            if (*q == '@') at = q;
-        if (at != NULL) {
-            const char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon != NULL) {
-                out_put(&o, url, (size_t)(colon + 1 - url));
-                out_put(&o, "****", 4);
-                p = at;
-            }
-        }
-    }
-    while (*p) {
-        /* a key: letters, digits, underscore */
-        if (isalnum((unsigned char)*p) || *p == '_') {
-            const char *k = p;
-            while (isalnum((unsigned char)*p) || *p == '_') p++;
-            out_put(&o, k, (size_t)(p - k));
-            const char *q = p;
-            while (*q == ' ' || *q == '\t') q++;
-            if (*q != '=' || !is_password_key(k, (size_t)(p - k))) continue;
-            q++;
-            while (*q == ' ' || *q == '\t') q++;
-            out_put(&o, p, (size_t)(q - p));
-            if (*q == '\'') { /* quoted keyword value with backslash escapes */
-                q++;
-                while (*q && *q != '\'') q += (q[0] == '\\' && q[1]) ? 2 : 1;
-                if (*q) q++;
-            } else if (query != NULL && k > query) {
-                q += strcspn(q, "&#");
-            } else {
-                q += strcspn(q, " \t\r\n");
-            }
-            out_put(&o, "****", 4);
-            p = q;
-            continue;
-        }
-        out_put(&o, p, 1);
-        p++;
-    }
-    if (size > 0) buf[o.len < size ? o.len : size - 1] = '\0';
-    return o.len;
-}
-
 /* ---- connections ------------------------------------------------------------- */
 
 struct noodle_conn {
@@ -261,7 +186,8 @@ static int after_op(noodle_conn *c, const char *what, int rc, noodle_error *err)
     rc = ensure_coded(c->ops, what, rc, err);
     if (rc == 0) {
         c->last_used_at = noodle_clock_now(c->clock);
-    } else if (noodle_code_is_connection_fatal(rc)) {
+    } else if (noodle_code_is_connection_fatal(rc) && c->state == NOODLE_CONN_OK) {
+        /* remember the error that broke it, not the 4005s that follow */
         c->state = NOODLE_CONN_BROKEN;
         noodle_error_format(err, c->broken_by, sizeof c->broken_by);
     }
@@ -292,7 +218,8 @@ int noodle_conn_open(const noodle_backend_ops *ops, const noodle_connect_params 
         c->fail_points[op] = noodle__backend_fail_point(ops->name, (noodle__backend_op)op);
 #endif
     rc = before_op(c, NOODLE__OP_CONNECT, err);
-    if (rc == 0) rc = ensure_coded(ops, "connect", ops->connect(p, &c->handle, err), err);
+    if (rc == 0) rc = ops->connect(p, &c->handle, err);
+    rc = ensure_coded(ops, "connect", rc, err);
     if (rc != 0) goto fail_endpoint;
     c->created_at = c->last_used_at = c->last_validated_at = noodle_clock_now(c->clock);
     *out = c;

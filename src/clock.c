@@ -13,7 +13,10 @@ static int64_t real_now(const noodle_clock *c) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* A deadline as a timespec; negative times (a deadline before the clock's
+ * epoch) clamp to 0, which has passed. */
 static struct timespec to_timespec(int64_t ns) {
+    if (ns < 0) ns = 0;
     struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000LL), .tv_nsec = (long)(ns % 1000000000LL)};
     return ts;
 }
@@ -103,20 +106,21 @@ int noodle_clock_thread_join(const noodle_clock *c, pthread_t t) {
 int64_t noodle_deadline_after(const noodle_clock *c, int64_t delta_ns) {
     int64_t now = noodle_clock_now(c);
     if (delta_ns <= 0) return now;
-    if (delta_ns >= NOODLE_NO_DEADLINE - now) return NOODLE_NO_DEADLINE;
-    return now + delta_ns;
+    if (now >= 0 ? delta_ns >= NOODLE_NO_DEADLINE - now : false) return NOODLE_NO_DEADLINE;
+    return now + delta_ns; /* a negative now cannot overflow upwards */
 }
 
 int64_t noodle_deadline_remaining(const noodle_clock *c, int64_t deadline) {
     if (deadline == NOODLE_NO_DEADLINE) return INT64_MAX;
     int64_t now = noodle_clock_now(c);
-    return deadline > now ? deadline - now : 0;
+    if (deadline <= now) return 0;
+    return now < 0 && deadline > INT64_MAX + now ? INT64_MAX : deadline - now;
 }
 
 int noodle__poll_timeout_ms(const noodle_clock *c, int64_t deadline) {
     if (deadline == NOODLE_NO_DEADLINE) return -1;
     int64_t left = noodle_deadline_remaining(c, deadline);
-    int64_t ms = (left + 999999) / 1000000;
+    int64_t ms = left / 1000000 + (left % 1000000 != 0); /* round up without overflow */
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 

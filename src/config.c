@@ -19,10 +19,9 @@
  *     accepted form; the form text is the same one noodle_config_settings()
  *     lists.
  *  3. A secret never leaves this file: URLs are shown through
- *     noodle_mask_secrets() and then scrubbed again of every password this
- *     file can find in the raw text (scrub_secrets), and libpq's own messages
- *     (which quote whole URIs) are scrubbed the same way. Values of unknown
- *     variables are never shown at all.
+ *     noodle_mask_secrets(), and libpq's own messages (which quote whole
+ *     URIs) through noodle__scrub_secrets (both in src/secrets.c). Values of
+ *     unknown variables are never shown at all.
  *  4. noodle_config_load either fills *cfg completely or leaves it zeroed.
  *     noodle_config_set either applies the new value or leaves cfg unchanged.
  *  5. Durations are whole milliseconds. Parsing is exact decimal arithmetic
@@ -43,6 +42,7 @@
 #include <string.h>
 #include <unistd.h> /* environ (_GNU_SOURCE) */
 
+#include "internal.h"
 #include "noodle/backend.h"
 
 #define ENV_PREFIX "NOODLE_DB_"
@@ -445,119 +445,11 @@ static void parse_duration(const char *s, int64_t bare_unit_ms, duration_result 
 
 /* ---- secrets ------------------------------------------------------------------- */
 
-typedef struct span {
-    const char *p;
-    size_t n;
-} span;
-
-enum { MAX_SECRETS = 16 };
-
-static void add_span(span *spans, size_t *count, const char *p, size_t n) {
-    if (n == 0 || *count == MAX_SECRETS) return;
-    for (size_t i = 0; i < *count; i++) {
-        if (spans[i].n == n && memcmp(spans[i].p, p, n) == 0) return;
-    }
-    spans[(*count)++] = (span){p, n};
-}
-
-static const char *find_nocase(const char *hay, const char *needle) {
-    for (; *hay; hay++) {
-        if (starts_with_nocase(hay, needle)) return hay;
-    }
-    return NULL;
-}
-
-/* Every substring of url that is (or may be) a password: values of any
- * keyword or query parameter containing "password" (so sslpassword too),
- * quoted or not, and the password of a URI's userinfo. Deliberately
- * generous: it runs on malformed URLs too, where a proper parser gives up.
- * Returns the count; spans point into url, longest first. */
-static size_t find_secrets(const char *url, span *spans) {
-    size_t count = 0;
-    for (const char *k = find_nocase(url, "password"); k != NULL;
-         k = find_nocase(k + 8, "password")) {
-        const char *p = k + 8;
-        while (is_space(*p)) p++;
-        if (*p != '=') continue;
-        p++;
-        while (is_space(*p)) p++;
-        if (*p == '\'') {
-            const char *start = ++p;
-            while (*p && *p != '\'') p += (p[0] == '\\' && p[1]) ? 2 : 1;
-            add_span(spans, &count, start, (size_t)(p - start));
-        } else {
-            const char *start = p;
-            const char *amp = NULL;
-            while (*p && !is_space(*p)) {
-                if (*p == '&' && amp == NULL) amp = p;
-                p++;
-            }
-            add_span(spans, &count, start, (size_t)(p - start));
-            if (amp != NULL) add_span(spans, &count, start, (size_t)(amp - start));
-        }
-    }
-    const char *scheme_end = strstr(url, "://");
-    if (scheme_end != NULL) {
-        /* The authority ends at the query; '/' may be in an unencoded password. */
-        const char *auth = scheme_end + 3;
-        size_t auth_len = strcspn(auth, "?#");
-        const char *first_at = memchr(auth, '@', auth_len);
-        const char *last_at = first_at;
-        for (const char *q = auth; q < auth + auth_len; q++) {
-            if (*q == '@') last_at = q;
-        }
-        const char *colon = memchr(auth, ':', first_at ? (size_t)(first_at - auth) : 0);
-        if (colon != NULL) add_span(spans, &count, colon + 1, (size_t)(first_at - colon - 1));
-        colon = memchr(auth, ':', last_at ? (size_t)(last_at - auth) : 0);
-        if (colon != NULL) add_span(spans, &count, colon + 1, (size_t)(last_at - colon - 1));
-    }
-    /* Longest first, so that a secret containing a shorter one goes whole. */
-    for (size_t i = 1; i < count; i++) {
-        for (size_t j = i; j > 0 && spans[j].n > spans[j - 1].n; j--) {
-            span t = spans[j];
-            spans[j] = spans[j - 1];
-            spans[j - 1] = t;
-        }
-    }
-    return count;
-}
-
-/* Copy text into buf replacing every occurrence of a secret of url with
- * "****". Returns the length needed. */
-static size_t scrub_secrets(const char *text, const char *url, char *buf, size_t size) {
-    span spans[MAX_SECRETS];
-    size_t count = url != NULL ? find_secrets(url, spans) : 0;
-    textbuf tb = {buf, size, 0};
-    if (size > 0) buf[0] = '\0';
-    const char *p = text;
-    while (*p) {
-        size_t hit = 0;
-        for (size_t i = 0; i < count && hit == 0; i++) {
-            if (strncmp(p, spans[i].p, spans[i].n) == 0) hit = spans[i].n;
-        }
-        if (hit > 0) {
-            tb_putn(&tb, "****", 4);
-            p += hit;
-        } else {
-            tb_putn(&tb, p, 1);
-            p++;
-        }
-    }
-    return tb.len;
-}
-
-/* url with secrets masked (noodle_mask_secrets, then scrub_secrets), in a
- * new string; NULL when out of memory. */
+/* url with secrets masked, in a new string; NULL when out of memory. */
 static char *masked_url(const char *url) {
-    char probe[1];
-    size_t n = noodle_mask_secrets(url, probe, sizeof probe);
-    char *masked = malloc(n + 1);
-    if (masked == NULL) return NULL;
-    noodle_mask_secrets(url, masked, n + 1);
-    size_t m = scrub_secrets(masked, url, probe, sizeof probe);
-    char *out = malloc(m + 1);
-    if (out != NULL) scrub_secrets(masked, url, out, m + 1);
-    free(masked);
+    size_t n = noodle_mask_secrets(url, NULL, 0);
+    char *out = malloc(n + 1);
+    if (out != NULL) noodle_mask_secrets(url, out, n + 1);
     return out;
 }
 
@@ -948,7 +840,7 @@ static int check_postgres_url(const char *url, char *why, size_t why_size) {
         size_t n = strlen(pq_err);
         while (n > 0 && is_space(pq_err[n - 1])) pq_err[--n] = '\0';
         /* libpq quotes whole URIs in its messages: scrub them. */
-        scrub_secrets(pq_err, url, why, why_size);
+        noodle__scrub_secrets(pq_err, url, why, why_size);
         PQfreemem(pq_err);
         return NOODLE_E_CONFIG_INVALID_URL;
     }

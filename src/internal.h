@@ -13,6 +13,12 @@
  * deadline, else rounded up and capped at INT32_MAX. */
 int noodle__poll_timeout_ms(const noodle_clock *c, int64_t deadline);
 
+/* Copy text into buf replacing every secret of url (passwords in keyword,
+ * URI userinfo and query forms, and the values libpq parses out of url) with
+ * "****"; returns the length needed, like snprintf. For messages that may
+ * quote a connection string (libpq's parse errors do). See src/secrets.c. */
+size_t noodle__scrub_secrets(const char *text, const char *url, char *buf, size_t size);
+
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);
 

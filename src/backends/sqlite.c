@@ -22,6 +22,7 @@
  *   (SQLITE_CONSTRAINT_PRIMARYKEY)".
  */
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ typedef struct sqlite_conn {
     const noodle_clock *clock;
     int64_t deadline; /* of the call in progress */
     int timed_out;    /* the progress handler interrupted the call */
+    int in_txn;       /* begin succeeded and neither commit nor rollback has ended it */
 } sqlite_conn;
 
 /* ---- error mapping ------------------------------------------------------- */
@@ -76,13 +78,39 @@ static const char *ext_name(int ext) {
     return "SQLITE_?";
 }
 
-static int code_for(const sqlite_conn *h, int ext) {
+/* SQLITE_ERROR covers many causes; its message tells them apart. */
+static int code_for_generic_error(const char *msg) {
+    static const struct {
+        const char *text;
+        int code;
+    } by_message[] = {
+        {"syntax error", NOODLE_E_QUERY_SYNTAX},
+        {"no such table", NOODLE_E_QUERY_SYNTAX},
+        {"no such column", NOODLE_E_QUERY_SYNTAX},
+        {"no such function", NOODLE_E_QUERY_SYNTAX},
+        {"incomplete input", NOODLE_E_QUERY_SYNTAX},
+        {"unrecognized token", NOODLE_E_QUERY_SYNTAX},
+        {"already exists", NOODLE_E_QUERY_SYNTAX},
+        {"ambiguous column", NOODLE_E_QUERY_SYNTAX},
+        {"has no column named", NOODLE_E_QUERY_SYNTAX},
+        {"no such savepoint", NOODLE_E_QUERY_INVALID_SAVEPOINT},
+        {"within a transaction", NOODLE_E_QUERY_TXN_STATE},
+        {"no transaction is active", NOODLE_E_QUERY_TXN_STATE},
+        {"integer overflow", NOODLE_E_QUERY_DATA},
+        {"too big", NOODLE_E_QUERY_DATA},
+    };
+    for (size_t i = 0; msg != NULL && i < sizeof by_message / sizeof by_message[0]; i++)
+        if (strstr(msg, by_message[i].text) != NULL) return by_message[i].code;
+    return NOODLE_E_QUERY_FAILED;
+}
+
+static int code_for(const sqlite_conn *h, int ext, const char *msg) {
     if (ext == SQLITE_BUSY_SNAPSHOT) return NOODLE_E_QUERY_SERIALIZATION;
     switch (ext & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED: return NOODLE_E_QUERY_BUSY;
     case SQLITE_CONSTRAINT: return NOODLE_E_QUERY_CONSTRAINT;
-    case SQLITE_ERROR: return NOODLE_E_QUERY_SYNTAX;
+    case SQLITE_ERROR: return code_for_generic_error(msg);
     case SQLITE_MISMATCH:
     case SQLITE_RANGE:
     case SQLITE_TOOBIG: return NOODLE_E_QUERY_DATA;
@@ -100,8 +128,8 @@ static int code_for(const sqlite_conn *h, int ext) {
 static int fail(sqlite_conn *h, int rc, const char *what, noodle_error *err) {
     int ext = h->db ? sqlite3_extended_errcode(h->db) : rc;
     if ((ext & 0xff) != (rc & 0xff)) ext = rc; /* the handle's code is stale */
-    int code = code_for(h, ext);
     const char *msg = h->db ? sqlite3_errmsg(h->db) : sqlite3_errstr(rc);
+    int code = code_for(h, ext, msg);
     if (code == NOODLE_E_BACKEND_TIMEOUT)
         NOODLE_ERR(err, code, "%s: interrupted at its deadline", what);
     else if (code == NOODLE_E_QUERY_BUSY)
@@ -259,8 +287,12 @@ static int run(sqlite_conn *h, const char *what, const char *sql, const noodle_v
         }
         if (r != NULL && (rc = read_row(st, r, cells, ncols, err)) != 0) goto done;
     }
-    if (r != NULL && !sqlite3_stmt_readonly(st))
-        noodle_rows_set_affected(r, sqlite3_total_changes64(h->db) - changes_before);
+    /* rows this statement changed: sqlite3_changes64 excludes trigger and
+     * foreign-key actions but keeps the last DML's count across DDL, so it
+     * is only read when the statement changed something */
+    if (r != NULL && !sqlite3_stmt_readonly(st) &&
+        sqlite3_total_changes64(h->db) != changes_before)
+        noodle_rows_set_affected(r, sqlite3_changes64(h->db));
 done:
     if (cells != small_row) free(cells);
     sqlite3_finalize(st);
@@ -336,35 +368,68 @@ static int sqlite_validate(void *handle, int64_t deadline, noodle_error *err) {
     return rc;
 }
 
+/* SQLite rolls a whole transaction back by itself after some errors
+ * (SQLITE_FULL, IOERR, NOMEM, ON CONFLICT ROLLBACK, RAISE(ROLLBACK)). From
+ * then on the handle is in autocommit mode; statements must not silently
+ * commit one by one as if the transaction were still open. */
+static bool engine_rolled_back(const sqlite_conn *h) {
+    return h->in_txn && sqlite3_get_autocommit(h->db);
+}
+
+static int rolled_back_error(const char *what, noodle_error *err) {
+    return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE,
+                      "%s: the transaction was rolled back by SQLite after an earlier error; "
+                      "roll back and start again",
+                      what);
+}
+
+/* A transaction opened with begin must be open (and not rolled back). */
+static int need_txn(sqlite_conn *h, const char *what, noodle_error *err) {
+    if (engine_rolled_back(h)) return rolled_back_error(what, err);
+    if (!sqlite3_get_autocommit(h->db)) return 0;
+    return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE, "%s: no transaction is open", what);
+}
+
 static int sqlite_execute(void *handle, const char *sql, const noodle_value *params, size_t nparams,
                           int64_t deadline, noodle_rows **out, noodle_error *err) {
+    if (engine_rolled_back(handle)) return rolled_back_error("execute", err);
     return run(handle, "execute", sql, params, nparams, deadline, out, err);
 }
 
 static int sqlite_begin(void *handle, noodle_isolation iso, int64_t deadline, noodle_error *err) {
     sqlite_conn *h = handle;
+    if (engine_rolled_back(h)) return rolled_back_error("begin", err);
     if (!sqlite3_get_autocommit(h->db))
         return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE, "begin: a transaction is already open");
-    const char *sql = iso == NOODLE_ISOLATION_SERIALIZABLE ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED";
     if (iso < NOODLE_ISOLATION_DEFAULT || iso > NOODLE_ISOLATION_SERIALIZABLE)
         return NOODLE_ERR(err, NOODLE_E_QUERY_ISOLATION_UNSUPPORTED, "begin: unknown isolation %d",
                           (int)iso);
-    return run(h, "begin", sql, NULL, 0, deadline, NULL, err);
-}
-
-static int need_txn(sqlite_conn *h, const char *what, noodle_error *err) {
-    if (!sqlite3_get_autocommit(h->db)) return 0;
-    return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE, "%s: no transaction is open", what);
+    const char *sql = iso == NOODLE_ISOLATION_SERIALIZABLE ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED";
+    int rc = run(h, "begin", sql, NULL, 0, deadline, NULL, err);
+    if (rc == 0) h->in_txn = 1;
+    return rc;
 }
 
 static int sqlite_commit(void *handle, int64_t deadline, noodle_error *err) {
-    int rc = need_txn(handle, "commit", err);
-    return rc ? rc : run(handle, "commit", "COMMIT", NULL, 0, deadline, NULL, err);
+    sqlite_conn *h = handle;
+    int rc = need_txn(h, "commit", err);
+    if (rc == 0) rc = run(h, "commit", "COMMIT", NULL, 0, deadline, NULL, err);
+    /* the transaction is over unless COMMIT failed with it still open
+     * (busy: the caller may retry or roll back) */
+    if (sqlite3_get_autocommit(h->db)) h->in_txn = 0;
+    return rc;
 }
 
 static int sqlite_rollback(void *handle, int64_t deadline, noodle_error *err) {
-    int rc = need_txn(handle, "rollback", err);
-    return rc ? rc : run(handle, "rollback", "ROLLBACK", NULL, 0, deadline, NULL, err);
+    sqlite_conn *h = handle;
+    if (engine_rolled_back(h)) { /* already rolled back by the engine: done */
+        h->in_txn = 0;
+        return 0;
+    }
+    int rc = need_txn(h, "rollback", err);
+    if (rc == 0) rc = run(h, "rollback", "ROLLBACK", NULL, 0, deadline, NULL, err);
+    if (sqlite3_get_autocommit(h->db)) h->in_txn = 0;
+    return rc;
 }
 
 /* verb + quoted name; the name was validated by the connection layer and is
@@ -377,10 +442,7 @@ static int savepoint_stmt(void *handle, const char *verb, const char *name, int6
     if (rc != 0) return rc;
     char sql[96];
     snprintf(sql, sizeof sql, "%s \"%s\"", verb, name);
-    rc = run(handle, verb, sql, NULL, 0, deadline, NULL, err);
-    if (rc == NOODLE_E_QUERY_SYNTAX && strstr(err ? err->message : "", "no such savepoint"))
-        err->code = rc = NOODLE_E_QUERY_INVALID_SAVEPOINT;
-    return rc;
+    return run(handle, verb, sql, NULL, 0, deadline, NULL, err);
 }
 
 static int sqlite_savepoint(void *h, const char *name, int64_t deadline, noodle_error *err) {

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "internal.h"
 #include "noodle/backend.h"
 #include "test_util.h"
 
@@ -89,7 +90,11 @@ static void secrets_are_masked_in_every_url_form(void **state) {
         const char *in, *out;
     } cases[] = {
         {"host=db password=hunter2 dbname=app", "host=db password=**** dbname=app"},
-        {"password = 'hunter 2\\' x' host=db", "password = **** host=db"},
+        {"password = 'hunter 2\\' x' host=db", "password = '****' host=db"},
+        {"host=db password=ab\\ cd dbname=x", "host=db password=**** dbname=x"},
+        {"postgresql://user:pa?ss@db.example/app", "postgresql://user:****@db.example/app"},
+        {"postgresql://user:p@ss@db.example/app", "postgresql://user:****@db.example/app"},
+        {"postgresql://app@db/app?passw%6Frd=topsecret", "postgresql://app@db/app?passw%6Frd=****"},
         {"host=a,b port=1,2 sslpassword=s3cret", "host=a,b port=1,2 sslpassword=****"},
         {"postgresql://app:hunter2@db1:5432,db2/app", "postgresql://app:****@db1:5432,db2/app"},
         {"postgres://app@db/app?password=hunter2&sslmode=require",
@@ -105,6 +110,20 @@ static void secrets_are_masked_in_every_url_form(void **state) {
         assert_string_equal(buf, cases[i].out);
         assert_int_equal(n, strlen(cases[i].out));
     }
+}
+
+static void messages_quoting_a_url_are_scrubbed_of_its_secrets(void **state) {
+    (void)state;
+    const char *url = "postgresql://user:pa%zzword@127.0.0.1/app";
+    char buf[256];
+    noodle__scrub_secrets("invalid percent-encoded token: \"pa%zzword\"", url, buf, sizeof buf);
+    assert_string_equal(buf, "invalid percent-encoded token: \"****\"");
+    /* libpq decodes the password: the decoded value is scrubbed as well */
+    url = "postgresql://u:s%65cret@h/d";
+    noodle__scrub_secrets("password \"secret\" rejected", url, buf, sizeof buf);
+    assert_string_equal(buf, "password \"****\" rejected");
+    noodle_mask_secrets("host=h password='s3cret' dbname=s3cret", buf, sizeof buf);
+    assert_null(strstr(buf, "s3cret"));
 }
 
 static void masking_into_a_short_buffer_truncates_and_reports_the_length(void **state) {
@@ -280,9 +299,12 @@ static void a_connection_fatal_error_breaks_the_connection_for_good(void **state
     assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
     sloppy_rc = 0; /* even though the backend would now succeed */
     sloppy_fill = 1;
-    assert_code(noodle_conn_execute(c, "x", NULL, 0, NOODLE_NO_DEADLINE, &r, &err), &err,
-                NOODLE_E_CONNECTION_BROKEN);
-    assert_non_null(strstr(err.message, "NOODLE-4003"));
+    for (int i = 0; i < 3; i++) { /* keeps naming the original error, however often asked */
+        assert_code(noodle_conn_execute(c, "x", NULL, 0, NOODLE_NO_DEADLINE, &r, &err), &err,
+                    NOODLE_E_CONNECTION_BROKEN);
+        assert_non_null(strstr(err.message, "[NOODLE-4003] filled"));
+        assert_null(strstr(err.message, "NOODLE-4005"));
+    }
     noodle_role role;
     assert_code(noodle_conn_role(c, NOODLE_NO_DEADLINE, &role, &err), &err, NOODLE_E_CONNECTION_BROKEN);
     assert_code(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, NOODLE_NO_DEADLINE, &err), &err,
@@ -316,6 +338,7 @@ int main(void) {
         cmocka_unit_test(invalid_cells_and_columns_are_refused_with_codes),
         cmocka_unit_test(value_constructors_map_null_pointers_to_sql_null),
         cmocka_unit_test(secrets_are_masked_in_every_url_form),
+        cmocka_unit_test(messages_quoting_a_url_are_scrubbed_of_its_secrets),
         cmocka_unit_test(masking_into_a_short_buffer_truncates_and_reports_the_length),
         cmocka_unit_test(identifiers_are_validated_by_pattern_and_length),
         cmocka_unit_test(backends_are_found_by_name_and_unknown_names_fail_with_4006),

@@ -97,6 +97,40 @@ static void sleep_until_sleeps_at_least_until_the_deadline(void **state) {
     noodle_clock_sleep_until(NULL, noodle_clock_now(NULL) - NOODLE_SEC(1)); /* past: returns */
 }
 
+/* A virtual clock whose time is set by the test. */
+static int64_t fake_now;
+static int64_t fake_clock_now(const noodle_clock *c) {
+    (void)c;
+    return fake_now;
+}
+
+static void time_arithmetic_never_overflows_at_the_extremes(void **state) {
+    (void)state;
+    noodle_clock_ops ops = *noodle_clock_real()->ops;
+    ops.now = fake_clock_now;
+    noodle_clock fake = {&ops, NULL};
+    fake_now = 1000;
+    int64_t far = noodle_deadline_after(&fake, INT64_MAX - 2000);
+    assert_true(far > fake_now);
+    int ms = noodle__poll_timeout_ms(&fake, far);
+    assert_true(ms == INT32_MAX); /* capped, never negative (poll would wait for ever) */
+    fake_now = -5000; /* a virtual clock may start before zero */
+    assert_int_equal(noodle_deadline_after(&fake, INT64_MAX), INT64_MAX - 5000);
+    assert_int_equal(noodle_deadline_remaining(&fake, INT64_MAX - 1), INT64_MAX);
+    assert_int_equal(noodle_deadline_remaining(&fake, -6000), 0);
+}
+
+static void waiting_on_a_deadline_before_the_epoch_times_out_at_once(void **state) {
+    (void)state;
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c;
+    assert_int_equal(noodle_cond_init(&c), 0);
+    pthread_mutex_lock(&m);
+    assert_int_equal(noodle_clock_cond_wait_until(NULL, &c, &m, -NOODLE_SEC(1)), ETIMEDOUT);
+    pthread_mutex_unlock(&m);
+    pthread_cond_destroy(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(now_never_goes_backwards),
@@ -105,6 +139,8 @@ int main(void) {
         cmocka_unit_test(cond_wait_returns_timedout_at_its_deadline),
         cmocka_unit_test(library_threads_start_join_and_signal_waiters),
         cmocka_unit_test(sleep_until_sleeps_at_least_until_the_deadline),
+        cmocka_unit_test(time_arithmetic_never_overflows_at_the_extremes),
+        cmocka_unit_test(waiting_on_a_deadline_before_the_epoch_times_out_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -517,6 +517,12 @@ static void every_operation_fails_through_its_fail_point_with_a_coded_error(void
     disarm();
     assert_code(rc, &err, NOODLE_E_CONNECT_FAILED);
     assert_null(c);
+    /* a fail point armed with a code outside the catalogue still yields a coded error */
+    arm("connect", 1234);
+    rc = noodle_conn_open(ops, &p, &c, &err);
+    disarm();
+    assert_code(rc, &err, NOODLE_E_BACKEND_INTERNAL);
+    assert_null(c);
     /* and once the fault is gone, everything works again */
     c = open_conn();
     assert_ok(noodle_conn_validate(c, DEADLINE(), &err), &err);

@@ -203,6 +203,71 @@ static void metrics_name_the_database_file_and_measure_its_size(void **state) {
     noodle_conn_close(c);
 }
 
+static void work_after_an_engine_rollback_is_refused_not_autocommitted(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_error err;
+    noodle_rows_free(run(c, "CREATE TABLE r (id INTEGER PRIMARY KEY ON CONFLICT ROLLBACK)", NULL, 0));
+    noodle_value one = noodle_int64(1), two = noodle_int64(2), three = noodle_int64(3);
+    noodle_rows_free(run(c, "INSERT INTO r (id) VALUES (?)", &one, 1));
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    noodle_rows_free(run(c, "INSERT INTO r (id) VALUES (?)", &two, 1));
+    noodle_rows *r = NULL;
+    /* the duplicate makes SQLite roll the whole transaction back */
+    assert_code(noodle_conn_execute(c, "INSERT INTO r (id) VALUES (?)", &one, 1, DEADLINE(), &r, &err),
+                &err, NOODLE_E_QUERY_CONSTRAINT);
+    /* later work is refused instead of committing statement by statement */
+    assert_code(noodle_conn_execute(c, "INSERT INTO r (id) VALUES (?)", &three, 1, DEADLINE(), &r, &err),
+                &err, NOODLE_E_QUERY_TXN_STATE);
+    assert_non_null(strstr(err.message, "rolled back"));
+    assert_code(noodle_conn_commit(c, DEADLINE(), &err), &err, NOODLE_E_QUERY_TXN_STATE);
+    /* the transaction is over: the connection works in autocommit again */
+    noodle_rows_free(run(c, "INSERT INTO r (id) VALUES (?)", &three, 1));
+    r = run(c, "SELECT id FROM r ORDER BY id", NULL, 0);
+    assert_int_equal(noodle_rows_count(r), 2); /* 1 and 3: row 2 was rolled back */
+    assert_int_equal(noodle_rows_get(r, 1, 0)->v.i, 3);
+    noodle_rows_free(r);
+    /* rollback after an engine rollback succeeds */
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    assert_code(noodle_conn_execute(c, "INSERT INTO r (id) VALUES (?)", &one, 1, DEADLINE(), &r, &err),
+                &err, NOODLE_E_QUERY_CONSTRAINT);
+    assert_ok(noodle_conn_rollback(c, DEADLINE(), &err), &err);
+    noodle_conn_close(c);
+}
+
+static void affected_rows_exclude_trigger_writes(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows_free(run(c, "CREATE TABLE log (msg TEXT)", NULL, 0));
+    noodle_rows_free(run(c, "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN "
+                            "INSERT INTO log VALUES ('a'); INSERT INTO log VALUES ('b'); END", NULL, 0));
+    noodle_value p[2] = {noodle_int64(10), noodle_text("x")};
+    noodle_rows *r = run(c, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2);
+    assert_int_equal(noodle_rows_affected(r), 1);
+    noodle_rows_free(r);
+    r = run(c, "CREATE TABLE other (x INTEGER)", NULL, 0); /* DDL changes no rows */
+    assert_int_equal(noodle_rows_affected(r), 0);
+    noodle_rows_free(r);
+    noodle_conn_close(c);
+}
+
+static void generic_sqlite_errors_are_told_apart_by_cause(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = NULL;
+    noodle_error err;
+    noodle_rows_free(run(c, "BEGIN", NULL, 0));
+    assert_code(noodle_conn_execute(c, "BEGIN", NULL, 0, DEADLINE(), &r, &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    noodle_rows_free(run(c, "ROLLBACK", NULL, 0));
+    assert_code(noodle_conn_execute(c, "SELECT abs(-9223372036854775807 - 1)", NULL, 0, DEADLINE(), &r,
+                                    &err),
+                &err, NOODLE_E_QUERY_DATA);
+    assert_code(noodle_conn_execute(c, "SELECT nope FROM t", NULL, 0, DEADLINE(), &r, &err), &err,
+                NOODLE_E_QUERY_SYNTAX);
+    noodle_conn_close(c);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -216,6 +281,9 @@ int main(void) {
         T(a_read_only_database_reports_its_role_and_refuses_writes),
         T(in_memory_databases_work_without_a_file),
         T(metrics_name_the_database_file_and_measure_its_size),
+        T(work_after_an_engine_rollback_is_refused_not_autocommitted),
+        T(affected_rows_exclude_trigger_writes),
+        T(generic_sqlite_errors_are_told_apart_by_cause),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,22 +22,59 @@
  *      in which the server refuses several statements in one string.
  *   6. Notices (WARNING: there is no transaction in progress, ...) are
  *      dropped instead of being printed on stderr by libpq.
+ *   7. A connection libpq cannot go on with is dropped at once and the error
+ *      is connection-fatal (4003): reading failed (PQconsumeInput), the
+ *      socket is gone, COPY BOTH (replication streaming), or libpq is left
+ *      mid-command after a call (a failed COPY drain...), where every later
+ *      send would fail with "another command is already in progress".
+ *   8. Connect walks a multi-host conninfo with a time budget per host:
+ *      PQconnectPoll ignores connect_timeout, so a frozen host (TCP accepted,
+ *      no answer) would otherwise take the whole deadline. The budget is
+ *      connect_timeout when set (libpq's rules: below 2 s counts as 2 s),
+ *      else an even share of the time left across the hosts not yet tried.
+ *      libpq gets the host list from the current host on and moves from host
+ *      to host by itself (refused, standby for target_session_attrs, all its
+ *      rules); when the host it is on runs out of budget, the attempt is
+ *      dropped and a fresh one starts with the hosts after it. The overall
+ *      deadline bounds everything; the final error names every host's
+ *      failure.
+ *   9. Host names are resolved here, on detached threads, and libpq gets the
+ *      numeric address as hostaddr next to the name in host (which SSL
+ *      verification, Kerberos and .pgpass keep using): libpq's own
+ *      getaddrinfo would block inside PQconnectPoll past any deadline. Not
+ *      covered: hosts that only a service file names (a service= in the
+ *      URL), and lists libpq refuses (counts that do not match); libpq
+ *      resolves those itself, and a slow resolver can then hold connect. If
+ *      no thread can be started, libpq resolves too. While the name of a
+ *      later host is still being resolved, libpq gets the hosts before it;
+ *      when it has tried them all and failed (other than on authentication,
+ *      where libpq itself would stop), connect goes on with the rest.
+ *  10. Messages from libpq at connect time can quote the conninfo (parse
+ *      errors quote the offending token, which may be the password): they
+ *      all go through noodle__scrub_secrets before they reach an error.
  *
  * A handle is used by one thread at a time (the connection contract); libpq
  * itself is thread-safe across connections.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -92,10 +129,35 @@ static size_t dollar_tag_len(const char *s) {
     return s[i] == '$' ? i + 1 : 0;
 }
 
+/* How a backslash behaves in the string constant whose opening quote is at
+ * sql[i] (PostgreSQL's lexer, scan.l). */
+typedef enum string_kind {
+    STRING_PLAIN,   /* '...' and N'...': escapes only when standard strings are off */
+    STRING_ESCAPE,  /* E'...': always escapes */
+    STRING_VERBATIM /* B'...', X'...', U&'...': never escapes */
+} string_kind;
+
+/* True when sql[i] is a letter that stands alone, not the end of an identifier. */
+static bool lone_char_at(const char *sql, size_t i) {
+    return i == 0 || !is_ident_char((unsigned char)sql[i - 1]);
+}
+
+static string_kind string_kind_at(const char *sql, size_t i) {
+    if (i == 0) return STRING_PLAIN;
+    char p = sql[i - 1];
+    if ((p == 'E' || p == 'e') && lone_char_at(sql, i - 1)) return STRING_ESCAPE;
+    if ((p == 'B' || p == 'b' || p == 'X' || p == 'x') && lone_char_at(sql, i - 1))
+        return STRING_VERBATIM;
+    if (p == '&' && i >= 2 && (sql[i - 2] == 'U' || sql[i - 2] == 'u') && lone_char_at(sql, i - 2))
+        return STRING_VERBATIM;
+    return STRING_PLAIN;
+}
+
 /* One pass of the placeholder scanner: counts placeholders and, when out is
  * non-NULL, writes the translated text (out must be large enough: the first
  * pass measures it). Returns the output length (without the terminator). */
-static size_t scan_placeholders(const char *sql, char *out, size_t *count) {
+static size_t scan_placeholders(const char *sql, bool standard_strings, char *out,
+                                size_t *count) {
     size_t n = 0, o = 0, i = 0;
 #define EMIT(c)                        \
     do {                               \
@@ -107,9 +169,11 @@ static size_t scan_placeholders(const char *sql, char *out, size_t *count) {
         unsigned char prev = i > 0 ? (unsigned char)sql[i - 1] : 0;
 
         if (c == '\'') {
-            /* E'...' (backslash escapes) when preceded by a lone E/e. */
-            bool escapes = i > 0 && (prev == 'E' || prev == 'e') &&
-                           (i < 2 || !is_ident_char((unsigned char)sql[i - 2]));
+            /* A backslash escapes the next character in E'...', and in plain
+             * '...' too when standard_conforming_strings is off. */
+            string_kind kind = string_kind_at(sql, i);
+            bool escapes =
+                kind == STRING_ESCAPE || (kind == STRING_PLAIN && !standard_strings);
             EMIT(sql[i]);
             i++;
             while (sql[i] != '\0') {
@@ -219,14 +283,15 @@ static size_t scan_placeholders(const char *sql, char *out, size_t *count) {
     return o;
 }
 
-int noodle__pg_translate_placeholders(const char *sql, char **out, size_t *count) {
+int noodle__pg_translate_placeholders(const char *sql, bool standard_strings, char **out,
+                                      size_t *count) {
     size_t n = 0;
-    size_t len = scan_placeholders(sql, NULL, &n);
+    size_t len = scan_placeholders(sql, standard_strings, NULL, &n);
     char *buf = malloc(len + 1);
     *out = NULL;
     *count = 0;
     if (buf == NULL) return -1;
-    scan_placeholders(sql, buf, &n);
+    scan_placeholders(sql, standard_strings, buf, &n);
     *out = buf;
     *count = n;
     return 0;
@@ -317,25 +382,35 @@ PGconn *noodle__pg_conn(void *handle) {
 /* ======================================================================== */
 
 /* Copy a libpq message into buf with its line breaks folded into spaces and
- * trailing white space removed ("...unexpectedly\n\tThis probably..."). */
-static void tidy_message(const char *msg, char *buf, size_t size) {
+ * trailing white space removed ("...unexpectedly\n\tThis probably..."). With
+ * entries, a line break that starts a new line of its own (not a "\t"
+ * continuation) becomes "; ": libpq writes one such line per host tried. */
+static void tidy_lines(const char *msg, bool entries, char *buf, size_t size) {
     size_t o = 0;
-    bool space = false;
+    bool space = false, entry = false;
     if (msg == NULL) msg = "";
     for (const char *p = msg; *p != '\0' && o + 1 < size; p++) {
         if (*p == '\n' || *p == '\t' || *p == '\r') {
+            if (*p == '\n' && entries && p[1] != '\t' && p[1] != ' ') entry = true;
+            if (*p == '\t') entry = false;
             space = true;
             continue;
         }
         if (space && o > 0) {
+            if (entry && o > 0 && buf[o - 1] != ';') buf[o++] = ';';
+            if (o + 1 >= size) break;
             buf[o++] = ' ';
             if (o + 1 >= size) break;
         }
-        space = false;
+        space = entry = false;
         buf[o++] = *p;
     }
-    while (o > 0 && buf[o - 1] == ' ') o--;
+    while (o > 0 && (buf[o - 1] == ' ' || buf[o - 1] == ';')) o--;
     buf[o] = '\0';
+}
+
+static void tidy_message(const char *msg, char *buf, size_t size) {
+    tidy_lines(msg, false, buf, size);
 }
 
 /* True when the code already says the connection is gone. */
@@ -371,22 +446,88 @@ static int fail_result(pg_handle *h, const PGresult *res, const char *what, nood
     return code;
 }
 
-/* The deadline passed mid-call: drop the connection (never PQcancel). */
-static int fail_timeout(pg_handle *h, const char *what, noodle_error *err) {
+/* Drop the connection for good (never PQcancel); later calls fail with 4003. */
+static void finish_conn(pg_handle *h) {
     if (h->conn != NULL) {
         PQfinish(h->conn);
         h->conn = NULL;
     }
+}
+
+/* The deadline passed mid-call: drop the connection. */
+static int fail_timeout(pg_handle *h, const char *what, noodle_error *err) {
+    finish_conn(h);
     return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT,
                       "%s did not complete before its deadline; connection closed", what);
+}
+
+/* Make the error in err connection-fatal: a code that is not becomes 4003,
+ * keeping the message (with note appended) and the detail. Returns the code. */
+static int make_fatal(int rc, const char *note, noodle_error *err) {
+    char msg[sizeof err->message];
+    char detail[sizeof err->detail];
+    if (noodle_code_is_connection_fatal(rc)) return rc;
+    if (err == NULL) return NOODLE_E_CONNECTION_LOST;
+    noodle__strlcpy(msg, err->message, sizeof msg);
+    noodle__strlcpy(detail, err->detail, sizeof detail);
+    rc = NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST, "%s; %s", msg, note);
+    if (detail[0] != '\0') noodle_error_detail(err, "%s", detail);
+    return rc;
+}
+
+/* The connection cannot go on mid-call (reading failed, the socket is gone):
+ * report failure (the server's last error, when one came) or libpq's message
+ * as connection-fatal, and drop the connection. Never waits: PQgetResult is
+ * not called on a connection in this state, as it could block in pqWait. */
+static int fail_lost(pg_handle *h, const PGresult *failure, const char *what,
+                     noodle_error *err) {
+    int rc = fail_result(h, failure, what, err);
+    rc = make_fatal(rc, "the connection was lost and is closed", err);
+    finish_conn(h);
+    return rc;
+}
+
+/* poll(2) itself failed (errno): the wait cannot be trusted, drop the
+ * connection. */
+static int fail_poll(pg_handle *h, const char *what, noodle_error *err) {
+    int e = errno;
+    finish_conn(h);
+    return NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST, "%s failed: poll: %s; connection closed",
+                      what, strerror(e));
 }
 
 static int check_alive(const pg_handle *h, const char *what, noodle_error *err) {
     if (h == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT, "%s: no handle", what);
     if (h->conn == NULL)
         return NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST,
-                          "%s: the connection was closed after an earlier timeout", what);
+                          "%s: the connection was closed after an earlier failure", what);
     return 0;
+}
+
+/* True when libpq can take a new command on the connection: connected, and
+ * no earlier command left half-done (mid-COPY, results not all read). */
+static bool can_take_command(PGconn *conn) {
+    PGTransactionStatusType ts = PQtransactionStatus(conn);
+    return PQstatus(conn) == CONNECTION_OK && ts != PQTRANS_ACTIVE && ts != PQTRANS_UNKNOWN;
+}
+
+/* After a call: when libpq is left unable to take another command, the
+ * connection is useless (every later send would fail with "another command
+ * is already in progress"), so drop it and make the error connection-fatal.
+ * rc is the call's result so far (0 on success: then *res is dropped). */
+static int settle(pg_handle *h, const char *what, int rc, PGresult **res, noodle_error *err) {
+    if (h->conn == NULL || can_take_command(h->conn)) return rc;
+    if (rc == 0) {
+        PQclear(*res);
+        *res = NULL;
+        rc = NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST,
+                        "%s: libpq was left in the middle of a command; connection closed",
+                        what);
+    } else {
+        rc = make_fatal(rc, "libpq was left in the middle of a command; connection closed", err);
+    }
+    finish_conn(h);
+    return rc;
 }
 
 /* ======================================================================== */
@@ -423,13 +564,15 @@ static int flush_all(pg_handle *h, const char *what, int64_t deadline, noodle_er
         int f = PQflush(h->conn);
         if (f == 0) return 0;
         if (f < 0) return fail_result(h, NULL, what, err);
-        int ready = wait_fd(h->clock, PQsocket(h->conn), POLLIN | POLLOUT, deadline);
+        int fd = PQsocket(h->conn);
+        if (fd < 0) return fail_lost(h, NULL, what, err);
+        int ready = wait_fd(h->clock, fd, POLLIN | POLLOUT, deadline);
         if (ready == 0) return fail_timeout(h, what, err);
-        if (ready < 0) return fail_result(h, NULL, what, err);
+        if (ready < 0) return fail_poll(h, what, err);
         /* libpq's advice: while waiting to write, read what the server says
          * so that it cannot deadlock on its own full output buffer. */
         if ((ready & (POLLIN | POLLHUP | POLLERR)) != 0 && !PQconsumeInput(h->conn))
-            return fail_result(h, NULL, what, err);
+            return fail_lost(h, NULL, what, err);
     }
 }
 
@@ -441,10 +584,13 @@ static int drain_copy_out(pg_handle *h, const char *what, int64_t deadline, nood
         if (buf != NULL) PQfreemem(buf);
         if (n > 0) continue;
         if (n == -1) return 0; /* done: the final result follows */
-        if (n == -2) return fail_result(h, NULL, what, err);
-        int ready = wait_fd(h->clock, PQsocket(h->conn), POLLIN, deadline);
+        if (n == -2) return fail_result(h, NULL, what, err); /* settle() judges the state */
+        int fd = PQsocket(h->conn);
+        if (fd < 0) return fail_lost(h, NULL, what, err);
+        int ready = wait_fd(h->clock, fd, POLLIN, deadline);
         if (ready == 0) return fail_timeout(h, what, err);
-        if (ready < 0 || !PQconsumeInput(h->conn)) return fail_result(h, NULL, what, err);
+        if (ready < 0) return fail_poll(h, what, err);
+        if (!PQconsumeInput(h->conn)) return fail_lost(h, NULL, what, err);
     }
 }
 
@@ -454,32 +600,32 @@ static int end_copy_in(pg_handle *h, const char *what, int64_t deadline, noodle_
     for (;;) {
         int r = PQputCopyEnd(h->conn, "COPY FROM STDIN is not supported by noodle");
         if (r > 0) return flush_all(h, what, deadline, err);
-        if (r < 0) return fail_result(h, NULL, what, err);
+        if (r < 0) return fail_result(h, NULL, what, err); /* settle() judges the state */
         /* 0: the output buffer is full (non-blocking); wait and retry. */
-        int ready = wait_fd(h->clock, PQsocket(h->conn), POLLOUT, deadline);
+        int fd = PQsocket(h->conn);
+        if (fd < 0) return fail_lost(h, NULL, what, err);
+        int ready = wait_fd(h->clock, fd, POLLOUT, deadline);
         if (ready == 0) return fail_timeout(h, what, err);
-        if (ready < 0 || PQflush(h->conn) < 0) return fail_result(h, NULL, what, err);
+        if (ready < 0) return fail_poll(h, what, err);
+        if (PQflush(h->conn) < 0) return fail_lost(h, NULL, what, err);
     }
 }
 
-/* Send one statement and collect its result by the deadline.
+/* Send one statement and collect its result by the deadline (run() does
+ * the bookkeeping around it).
  *
  * On success *out receives the (first) successful result, owned by the
  * caller (PQclear). On failure *out is NULL and err says why; after a timeout
- * the connection is finished (h->conn == NULL). */
-static int run(pg_handle *h, const char *what, const char *sql, int nparams, const Oid *types,
-               const char *const *values, const int *lengths, const int *formats, int64_t deadline,
-               PGresult **out, noodle_error *err) {
+ * or a lost connection the connection is finished (h->conn == NULL). */
+static int run_once(pg_handle *h, const char *what, const char *sql, int nparams,
+                    const Oid *types, const char *const *values, const int *lengths,
+                    const int *formats, int64_t deadline, PGresult **out, noodle_error *err) {
     PGresult *keep = NULL;    /* first successful result */
     PGresult *failure = NULL; /* the error to report */
     bool unsupported = false;
     int rc;
 
     *out = NULL;
-    if ((rc = check_alive(h, what, err)) != 0) return rc;
-    if (noodle__poll_timeout_ms(h->clock, deadline) == 0)
-        return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT,
-                          "%s: the deadline had passed before the call", what);
     if (!PQsendQueryParams(h->conn, sql, nparams, types, values, lengths, formats, 0))
         return fail_result(h, NULL, what, err);
     if ((rc = flush_all(h, what, deadline, err)) != 0) return rc;
@@ -487,17 +633,29 @@ static int run(pg_handle *h, const char *what, const char *sql, int nparams, con
     for (;;) {
         while (PQisBusy(h->conn)) {
             int fd = PQsocket(h->conn);
-            if (fd < 0) break; /* lost: PQgetResult reports it without waiting */
+            if (fd < 0) {
+                rc = fail_lost(h, failure, what, err);
+                goto fail;
+            }
             int ready = wait_fd(h->clock, fd, POLLIN, deadline);
             if (ready == 0) {
                 rc = fail_timeout(h, what, err);
                 goto fail;
             }
             if (ready < 0) {
-                rc = fail_result(h, NULL, what, err);
+                rc = fail_poll(h, what, err);
                 goto fail;
             }
-            if (!PQconsumeInput(h->conn)) break;
+            if (!PQconsumeInput(h->conn)) {
+                /* libpq keeps what it read before the failure: when that
+                 * completes a result (the server's last words, FATAL
+                 * 57P01...), PQisBusy is false and PQgetResult returns it
+                 * without waiting; the next turn then reports the loss.
+                 * Otherwise PQgetResult could block in pqWait: give up. */
+                if (!PQisBusy(h->conn)) break;
+                rc = fail_lost(h, failure, what, err);
+                goto fail;
+            }
         }
         PGresult *res = PQgetResult(h->conn);
         if (res == NULL) break;
@@ -524,14 +682,15 @@ static int run(pg_handle *h, const char *what, const char *sql, int nparams, con
             }
             break;
         case PGRES_COPY_BOTH:
-            /* Only replication connections get here; nothing sane to do
-             * but drop the connection. */
+            /* Only replication connections get here (START_REPLICATION); the
+             * stream only ends when the server agrees, so drop the
+             * connection: connection-fatal, the handle is dead. */
             PQclear(res);
-            PQfinish(h->conn);
-            h->conn = NULL;
-            rc =
-                NOODLE_ERR(err, NOODLE_E_QUERY_UNSUPPORTED,
-                           "%s: COPY BOTH (replication) is not supported; connection closed", what);
+            finish_conn(h);
+            rc = NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST,
+                            "%s: COPY BOTH (replication streaming) is not supported; the "
+                            "connection was closed",
+                            what);
             goto fail;
         default: {
             /* Keep the first error, unless a later one carries a SQLSTATE
@@ -574,6 +733,29 @@ fail:
     return rc;
 }
 
+/* run_once(), refusing to start when the deadline has passed or libpq cannot
+ * take a command, and dropping the connection (connection-fatal error) when
+ * the call leaves libpq unable to take the next one. */
+static int run(pg_handle *h, const char *what, const char *sql, int nparams, const Oid *types,
+               const char *const *values, const int *lengths, const int *formats, int64_t deadline,
+               PGresult **out, noodle_error *err) {
+    int rc;
+    *out = NULL;
+    if ((rc = check_alive(h, what, err)) != 0) return rc;
+    if (!can_take_command(h->conn)) {
+        bool bad = PQstatus(h->conn) != CONNECTION_OK;
+        finish_conn(h);
+        return NOODLE_ERR(err, NOODLE_E_CONNECTION_LOST,
+                          "%s: the connection cannot take a command (%s); connection closed",
+                          what, bad ? "it is broken" : "an earlier command was left unfinished");
+    }
+    if (noodle__poll_timeout_ms(h->clock, deadline) == 0)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT,
+                          "%s: the deadline had passed before the call", what);
+    rc = run_once(h, what, sql, nparams, types, values, lengths, formats, deadline, out, err);
+    return settle(h, what, rc, out, err);
+}
+
 /* Run a fixed statement without parameters; *out as for run(). */
 static int run_command(pg_handle *h, const char *what, const char *sql, int64_t deadline,
                        PGresult **out, noodle_error *err) {
@@ -604,14 +786,791 @@ static void quiet_notice(void *arg, const char *message) {
     (void)message;
 }
 
-static int pg_connect(const noodle_connect_params *p, void **handle, noodle_error *err) {
-    /* Our defaults come first: libpq processes the keywords in order and the
-     * last value of a keyword wins, so the settings expanded from the user's
-     * conninfo (the dbname entry, last) override them. */
-    const char *keys[8];
-    const char *vals[8];
-    size_t k = 0;
+/* ---- per-host time budgets ------------------------------------------------ */
+
+/* connect_timeout in seconds as libpq reads it (an int, surrounding white
+ * space allowed); 0 when unset, invalid or <= 0 ("wait for ever"). */
+static long connect_timeout_seconds(const char *s) {
+    char *end = NULL;
+    long v;
+    if (s == NULL || s[0] == '\0') return 0;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (end == s || errno != 0 || v != (long)(int)v) return 0;
+    while (*end != '\0' && isspace((unsigned char)*end)) end++;
+    if (*end != '\0' || v <= 0) return 0;
+    return v < 2 ? 2 : v; /* libpq: "insist on at least two seconds" */
+}
+
+int64_t noodle__pg_host_budget_end(int64_t now, int64_t deadline, const char *connect_timeout,
+                                   size_t hosts_left) {
+    long seconds = connect_timeout_seconds(connect_timeout);
+    int64_t budget;
+    if (seconds > 0) {
+        budget = NOODLE_SEC(seconds); /* seconds fits an int: no overflow */
+    } else {
+        if (deadline == NOODLE_NO_DEADLINE) return NOODLE_NO_DEADLINE;
+        budget = deadline > now ? (deadline - now) / (int64_t)(hosts_left > 0 ? hosts_left : 1) : 0;
+    }
+    int64_t end = now > 0 && budget > INT64_MAX - now ? INT64_MAX : now + budget;
+    return end < deadline ? end : deadline;
+}
+
+/* ---- name resolution off the caller's thread --------------------------------
+ *
+ * libpq resolves host names with a blocking getaddrinfo inside
+ * PQconnectStartParams / PQconnectPoll, which no deadline can interrupt. So
+ * connect resolves every host name itself, each on a detached thread, and
+ * waits for the answer with poll on a pipe, bounded by the host's budget;
+ * libpq then gets the numeric address as hostaddr next to the name in host
+ * (which SSL verification, Kerberos and .pgpass keep using). A resolver
+ * still running when connect gives up finishes on its own and frees its
+ * share: the batch is reference-counted. */
+
+static _Atomic(noodle__pg_resolver_fn) resolver_hook = NULL;
+
+void noodle__pg_set_resolver(noodle__pg_resolver_fn fn) {
+    atomic_store(&resolver_hook, fn);
+}
+
+typedef struct resolve_batch resolve_batch;
+
+typedef struct resolve_job {
+    resolve_batch *batch;
+    char *name;           /* owned; read-only once the thread runs */
+    bool done;            /* under batch->mu, like rc and res */
+    int rc;               /* getaddrinfo's result */
+    struct addrinfo *res; /* owned by the batch */
+} resolve_job;
+
+struct resolve_batch {
+    pthread_mutex_t mu;
+    int refs;                  /* the connecting thread + each running resolver */
+    int wake[2];               /* pipe, both ends non-blocking: a byte per finished job */
+    noodle__pg_resolver_fn fn; /* read-only */
+    size_t njobs;
+    resolve_job *jobs;
+};
+
+static void batch_free(resolve_batch *b) {
+    for (size_t i = 0; i < b->njobs; i++) {
+        free(b->jobs[i].name);
+        if (b->jobs[i].res != NULL) freeaddrinfo(b->jobs[i].res);
+    }
+    close(b->wake[0]);
+    close(b->wake[1]);
+    pthread_mutex_destroy(&b->mu);
+    free(b->jobs);
+    free(b);
+}
+
+static void batch_release(resolve_batch *b) {
+    bool last;
+    if (b == NULL) return;
+    pthread_mutex_lock(&b->mu);
+    last = --b->refs == 0;
+    pthread_mutex_unlock(&b->mu);
+    if (last) batch_free(b);
+}
+
+/* A batch for up to n jobs, or NULL (then libpq resolves, blocking). */
+static resolve_batch *batch_new(size_t n) {
+    resolve_batch *b = calloc(1, sizeof *b);
+    if (b == NULL) return NULL;
+    b->jobs = calloc(n, sizeof *b->jobs);
+    if (b->jobs == NULL || pipe2(b->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        free(b->jobs);
+        free(b);
+        return NULL;
+    }
+    if (pthread_mutex_init(&b->mu, NULL) != 0) {
+        close(b->wake[0]);
+        close(b->wake[1]);
+        free(b->jobs);
+        free(b);
+        return NULL;
+    }
+    b->refs = 1;
+    b->fn = atomic_load(&resolver_hook);
+    if (b->fn == NULL) b->fn = getaddrinfo;
+    return b;
+}
+
+static void *resolve_main(void *arg) {
+    resolve_job *j = arg;
+    resolve_batch *b = j->batch;
+    struct addrinfo hints, *res = NULL;
+    bool last;
+    /* libpq's hints for a host name. */
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = b->fn(j->name, NULL, &hints, &res);
+    pthread_mutex_lock(&b->mu);
+    j->rc = rc;
+    j->res = rc == 0 ? res : NULL;
+    j->done = true;
+    ssize_t w = write(b->wake[1], "", 1); /* full pipe: the waiter is awake anyway */
+    (void)w;
+    last = --b->refs == 0;
+    pthread_mutex_unlock(&b->mu);
+    if (last) batch_free(b);
+    return NULL;
+}
+
+/* Start resolving name on a detached thread. NULL when no thread could be
+ * started (then libpq resolves it, blocking). */
+static resolve_job *batch_start(resolve_batch *b, const char *name) {
+    resolve_job *j = &b->jobs[b->njobs];
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t all, old;
+    int rc;
+
+    j->batch = b;
+    j->name = strdup(name);
+    if (j->name == NULL) return NULL;
+    b->njobs++;
+    if (pthread_attr_init(&attr) != 0) return NULL;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&b->mu);
+    b->refs++;
+    pthread_mutex_unlock(&b->mu);
+    /* The resolver takes no signals: they belong to the application. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&t, &attr, resolve_main, j);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_mutex_lock(&b->mu);
+        b->refs--; /* the connecting thread still holds one */
+        pthread_mutex_unlock(&b->mu);
+        return NULL;
+    }
+    return j;
+}
+
+/* True when name is a literal IPv4 or IPv6 address (no lookup involved). */
+static bool is_numeric_host(const char *name) {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(name, NULL, &hints, &res) != 0) return false;
+    freeaddrinfo(res);
+    return true;
+}
+
+/* ---- connect targets ---------------------------------------------------------- */
+
+typedef enum target_state {
+    TARGET_READY,     /* nothing to resolve: numeric, socket, hostaddr given or left to libpq */
+    TARGET_RESOLVING, /* a resolver runs (job) */
+    TARGET_RESOLVED,  /* addrs holds its numeric addresses */
+    TARGET_FAILED,    /* the name did not resolve (gai_rc) */
+} target_state;
+
+/* One host of the conninfo's host list. */
+typedef struct pg_target {
+    const char *host; /* "" when not given; into the plan's split copies */
+    const char *hostaddr;
+    const char *port;
+    target_state state;
+    resolve_job *job;
+    int gai_rc;
+    char **addrs; /* owned */
+    size_t naddrs;
+} pg_target;
+
+/* One host entry handed to libpq (a target, or one address of it). */
+typedef struct pg_slot {
+    size_t target;
+    const char *host, *hostaddr, *port;
+} pg_slot;
+
+/* Everything connect derives from the URL. */
+typedef struct connect_plan {
     const char *url;
+    const char **keys; /* base options, with room for host, hostaddr, port, NULL */
+    const char **vals;
+    size_t nbase;
+    PQconninfoOption *opts;     /* the parsed url, or NULL */
+    PQconninfoOption *defaults; /* PQconndefaults(), or NULL */
+    char *lists[3];             /* split copies of host, hostaddr, port */
+    const char *connect_timeout;
+    pg_target *targets;
+    size_t ntargets;
+    resolve_batch *batch; /* NULL when nothing is resolved here */
+} connect_plan;
+
+static const char *option_value(const PQconninfoOption *opts, const char *key) {
+    if (opts == NULL) return NULL;
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, key) == 0) return o->val;
+    return NULL;
+}
+
+static size_t count_elements(const char *s) {
+    size_t n = 1;
+    for (; *s != '\0'; s++)
+        if (*s == ',') n++;
+    return n;
+}
+
+/* Split a copy of s at its commas (libpq's rule: no quoting) into out[0..n). */
+static char *split_elements(const char *s, const char **out, size_t n) {
+    char *copy = strdup(s);
+    size_t i = 0;
+    if (copy == NULL) return NULL;
+    out[i++] = copy;
+    for (char *p = copy; *p != '\0' && i < n; p++) {
+        if (*p == ',') {
+            *p = '\0';
+            out[i++] = p + 1;
+        }
+    }
+    return copy;
+}
+
+static void plan_free(connect_plan *pl) {
+    for (size_t i = 0; i < pl->ntargets; i++) {
+        for (size_t a = 0; a < pl->targets[i].naddrs; a++) free(pl->targets[i].addrs[a]);
+        free(pl->targets[i].addrs);
+    }
+    free(pl->targets);
+    batch_release(pl->batch);
+    for (size_t i = 0; i < 3; i++) free(pl->lists[i]);
+    if (pl->opts != NULL) PQconninfoFree(pl->opts);
+    if (pl->defaults != NULL) PQconninfoFree(pl->defaults);
+    free(pl->keys);
+    free(pl->vals);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* Copy a libpq message that may quote the URL into buf: secrets masked,
+ * then line breaks folded. */
+static void clean_message(const char *msg, const char *url, char *buf, size_t size) {
+    char scrubbed[2048];
+    noodle__scrub_secrets(msg != NULL ? msg : "", url, scrubbed, sizeof scrubbed);
+    tidy_lines(scrubbed, true, buf, size);
+}
+
+/* Split the host, hostaddr and port lists into targets. Lists that do not
+ * line up (libpq will say so) or hosts that come from a service file stay
+ * whole: one target, libpq walks them itself. */
+static int plan_targets(connect_plan *pl, const char *host, const char *hostaddr,
+                        const char *port) {
+    size_t n = 1, nport = port != NULL && port[0] != '\0' ? count_elements(port) : 0;
+    bool has_host = host != NULL && host[0] != '\0';
+    bool has_addr = hostaddr != NULL && hostaddr[0] != '\0';
+    const char **hosts = NULL, **addrs = NULL, **ports = NULL;
+
+    if (has_addr)
+        n = count_elements(hostaddr);
+    else if (has_host)
+        n = count_elements(host);
+    bool whole = (has_host && has_addr && count_elements(host) != n) ||
+                 (nport > 1 && nport != n);
+    if (whole) n = 1;
+
+    pl->targets = calloc(n, sizeof *pl->targets);
+    hosts = calloc(n, sizeof *hosts);
+    addrs = calloc(n, sizeof *addrs);
+    ports = calloc(n, sizeof *ports);
+    if (pl->targets == NULL || hosts == NULL || addrs == NULL || ports == NULL) goto oom;
+    pl->ntargets = n;
+    for (size_t i = 0; i < n; i++) hosts[i] = addrs[i] = ports[i] = "";
+    if (whole) {
+        hosts[0] = has_host ? host : "";
+        addrs[0] = has_addr ? hostaddr : "";
+        ports[0] = port != NULL ? port : "";
+    } else {
+        if (has_host && (pl->lists[0] = split_elements(host, hosts, n)) == NULL) goto oom;
+        if (has_addr && (pl->lists[1] = split_elements(hostaddr, addrs, n)) == NULL) goto oom;
+        if (nport > 0 && (pl->lists[2] = split_elements(port, ports, nport)) == NULL) goto oom;
+        if (nport == 1)
+            for (size_t i = 1; i < n; i++) ports[i] = ports[0];
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        pg_target *t = &pl->targets[i];
+        t->host = hosts[i];
+        t->hostaddr = addrs[i];
+        t->port = ports[i];
+        t->state = TARGET_READY;
+        /* A name to look up: not a socket directory (/path or @abstract),
+         * not a literal address, and no hostaddr to use instead. */
+        if (whole || t->hostaddr[0] != '\0' || t->host[0] == '\0' || t->host[0] == '/' ||
+            t->host[0] == '@' || is_numeric_host(t->host))
+            continue;
+        if (pl->batch == NULL && (pl->batch = batch_new(n)) == NULL) continue;
+        t->job = batch_start(pl->batch, t->host);
+        if (t->job != NULL) t->state = TARGET_RESOLVING;
+    }
+    free(hosts);
+    free(addrs);
+    free(ports);
+    return 0;
+
+oom:
+    free(hosts);
+    free(addrs);
+    free(ports);
+    return -1;
+}
+
+/* Build the plan: the options to pass to libpq and the targets. Our defaults
+ * come first and the URL's options after them (libpq: the last value of a
+ * keyword wins). */
+static int plan_build(connect_plan *pl, const char *url, const char *application_name,
+                      noodle_error *err) {
+    size_t nopts = 0, k = 0;
+    const char *host, *hostaddr, *port, *service;
+    char msg[400];
+
+    memset(pl, 0, sizeof *pl);
+    pl->url = url;
+    if (is_connection_string(url)) {
+        char *perr = NULL;
+        pl->opts = PQconninfoParse(url, &perr);
+        if (pl->opts == NULL) {
+            /* libpq quotes the offending part, which may be the password. */
+            clean_message(perr != NULL ? perr : "out of memory", url, msg, sizeof msg);
+            PQfreemem(perr);
+            return NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: %s", msg);
+        }
+        for (const PQconninfoOption *o = pl->opts; o->keyword != NULL; o++) nopts++;
+    }
+
+    pl->keys = calloc(nopts + 12, sizeof *pl->keys);
+    pl->vals = calloc(nopts + 12, sizeof *pl->vals);
+    if (pl->keys == NULL || pl->vals == NULL) goto oom;
+#define ADD(key, val) (pl->keys[k] = (key), pl->vals[k++] = (val))
+    ADD("keepalives", "1");
+    ADD("keepalives_idle", "10");
+    ADD("keepalives_interval", "3");
+    ADD("keepalives_count", "3");
+    ADD("tcp_user_timeout", "10000");
+    if (application_name != NULL && application_name[0] != '\0')
+        ADD("application_name", application_name);
+    if (pl->opts != NULL) {
+        for (const PQconninfoOption *o = pl->opts; o->keyword != NULL; o++) {
+            if (o->val == NULL || o->val[0] == '\0' || strcmp(o->keyword, "host") == 0 ||
+                strcmp(o->keyword, "hostaddr") == 0 || strcmp(o->keyword, "port") == 0)
+                continue;
+            ADD(o->keyword, o->val);
+        }
+    } else if (url[0] != '\0') {
+        ADD("dbname", url); /* a bare database name */
+    }
+#undef ADD
+    pl->nbase = k;
+
+    /* What the URL leaves out comes from the environment (PGHOST, ...) or
+     * PGSERVICE's service file, as libpq would take it; a service named in
+     * the URL itself is left to libpq. */
+    host = option_value(pl->opts, "host");
+    hostaddr = option_value(pl->opts, "hostaddr");
+    port = option_value(pl->opts, "port");
+    pl->connect_timeout = option_value(pl->opts, "connect_timeout");
+    service = option_value(pl->opts, "service");
+    if (service == NULL &&
+        (host == NULL || hostaddr == NULL || port == NULL || pl->connect_timeout == NULL)) {
+        pl->defaults = PQconndefaults();
+        if (host == NULL) host = option_value(pl->defaults, "host");
+        if (hostaddr == NULL) hostaddr = option_value(pl->defaults, "hostaddr");
+        if (port == NULL) port = option_value(pl->defaults, "port");
+        if (pl->connect_timeout == NULL)
+            pl->connect_timeout = option_value(pl->defaults, "connect_timeout");
+    }
+    if (plan_targets(pl, host, hostaddr, port) != 0) goto oom;
+    return 0;
+
+oom:
+    plan_free(pl);
+    return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
+}
+
+/* Take t's finished resolution (state RESOLVED or FAILED); false while it
+ * still runs. */
+static bool take_resolution(connect_plan *pl, pg_target *t) {
+    resolve_job *j = t->job;
+    bool done;
+    if (t->state != TARGET_RESOLVING) return true;
+    pthread_mutex_lock(&pl->batch->mu);
+    done = j->done;
+    if (done) {
+        t->gai_rc = j->rc;
+        t->state = TARGET_FAILED;
+        if (j->rc == 0) {
+            size_t n = 0;
+            for (struct addrinfo *a = j->res; a != NULL; a = a->ai_next) n++;
+            t->addrs = calloc(n > 0 ? n : 1, sizeof *t->addrs);
+            for (struct addrinfo *a = j->res; a != NULL && t->addrs != NULL; a = a->ai_next) {
+                char buf[NI_MAXHOST];
+                bool seen = false;
+                if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+                if (getnameinfo(a->ai_addr, a->ai_addrlen, buf, sizeof buf, NULL, 0,
+                                NI_NUMERICHOST) != 0)
+                    continue;
+                for (size_t i = 0; i < t->naddrs && !seen; i++)
+                    seen = strcmp(t->addrs[i], buf) == 0;
+                if (!seen && (t->addrs[t->naddrs] = strdup(buf)) != NULL) t->naddrs++;
+            }
+            if (t->naddrs > 0)
+                t->state = TARGET_RESOLVED;
+            else
+                t->gai_rc = t->addrs == NULL ? EAI_MEMORY : EAI_NONAME;
+        }
+    }
+    pthread_mutex_unlock(&pl->batch->mu);
+    return done;
+}
+
+/* Wait until t's name is resolved or until passes: 1 resolved (or failed),
+ * 0 at until, -1 when poll fails. */
+static int wait_resolution(connect_plan *pl, const noodle_clock *clock, pg_target *t,
+                           int64_t until) {
+    for (;;) {
+        char drain[64];
+        while (read(pl->batch->wake[0], drain, sizeof drain) > 0) {
+        }
+        if (take_resolution(pl, t)) return 1;
+        int ready = wait_fd(clock, pl->batch->wake[0], POLLIN, until);
+        if (ready <= 0) return ready;
+    }
+}
+
+/* ---- the connect loop ----------------------------------------------------------- */
+
+/* The failures met so far, one per line, as libpq writes them. */
+typedef struct connect_log {
+    char text[2048];
+    size_t len;
+    bool any;
+    bool timeouts_only; /* every failure was a time budget running out */
+} connect_log;
+
+static void log_add(connect_log *log, bool timeout, const char *fmt, ...) NOODLE_PRINTF(3, 4);
+
+static void log_add(connect_log *log, bool timeout, const char *fmt, ...) {
+    va_list ap;
+    if (!log->any) log->timeouts_only = true;
+    log->any = true;
+    if (!timeout) log->timeouts_only = false;
+    if (log->len + 2 >= sizeof log->text) return;
+    if (log->len > 0) log->text[log->len++] = '\n';
+    va_start(ap, fmt);
+    int n = vsnprintf(log->text + log->len, sizeof log->text - log->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) log->len += (size_t)n;
+    if (log->len >= sizeof log->text) log->len = sizeof log->text - 1;
+}
+
+static size_t trim_end(const char *m, size_t len) {
+    while (len > 0 && (m[len - 1] == '\n' || m[len - 1] == ' ' || m[len - 1] == '\t')) len--;
+    return len;
+}
+
+/* libpq's own messages so far (the hosts it gave up in this attempt). The
+ * host it is still working on may have left a bare "connection to server at
+ * ... failed:" line, without a reason yet: that line is dropped. */
+static void log_libpq(connect_log *log, PGconn *conn) {
+    static const char bare[] = "failed:";
+    char buf[1024];
+    const char *m = PQerrorMessage(conn);
+    size_t len = trim_end(m, m != NULL ? strlen(m) : 0);
+    if (len >= sizeof bare - 1 && memcmp(m + len - (sizeof bare - 1), bare, sizeof bare - 1) == 0) {
+        while (len > 0 && m[len - 1] != '\n') len--;
+        len = trim_end(m, len);
+    }
+    if (len == 0) return;
+    if (len >= sizeof buf) len = sizeof buf - 1;
+    memcpy(buf, m, len);
+    buf[len] = '\0';
+    log_add(log, false, "%s", buf);
+}
+
+/* "connection to server at "db1" (10.0.0.1), port 5432" for a slot. */
+static void describe_slot(const pg_slot *s, char *buf, size_t size) {
+    const char *name = s->host[0] != '\0' ? s->host : s->hostaddr;
+    int n = snprintf(buf, size, "connection to server at \"%s\"",
+                     name[0] != '\0' ? name : "(default)");
+    if (n > 0 && (size_t)n < size && s->host[0] != '\0' && s->hostaddr[0] != '\0')
+        n += snprintf(buf + n, size - (size_t)n, " (%s)", s->hostaddr);
+    if (n > 0 && (size_t)n < size && s->port[0] != '\0')
+        snprintf(buf + n, size - (size_t)n, ", port %s", s->port);
+}
+
+static bool slot_matches(const pg_slot *s, const char *host, const char *port) {
+    const char *want = s->host[0] != '\0' ? s->host : s->hostaddr;
+    if (want[0] != '\0' && (host == NULL || strcmp(want, host) != 0)) return false;
+    if (s->port[0] != '\0' && (port == NULL || strcmp(s->port, port) != 0)) return false;
+    return true;
+}
+
+/* Which slot libpq is on. PQhost / PQport return each host entry's own
+ * string, so a change of pointer means libpq moved on (even between equal
+ * entries); the values say where to, searching forwards first. */
+typedef struct slot_tracker {
+    const char *host, *port;
+    size_t slot;
+    bool known;
+} slot_tracker;
+
+static size_t locate_slot(slot_tracker *tr, const pg_slot *slots, size_t n, PGconn *conn) {
+    const char *host = PQhost(conn), *port = PQport(conn);
+    size_t from, found = n;
+    if (tr->known && host == tr->host && port == tr->port) return tr->slot;
+    from = tr->known ? tr->slot + 1 : 0;
+    for (size_t s = from; s < n && found == n; s++)
+        if (slot_matches(&slots[s], host, port)) found = s;
+    for (size_t s = 0; s < from && s < n && found == n; s++)
+        if (slot_matches(&slots[s], host, port)) found = s;
+    if (found < n) tr->slot = found;
+    tr->host = host;
+    tr->port = port;
+    tr->known = true;
+    return tr->slot;
+}
+
+/* Comma-joined field of the slots (0 host, 1 hostaddr, 2 port), or NULL when
+ * out of memory; *any tells whether some element is not empty. */
+static char *join_slots(const pg_slot *slots, size_t n, int field, bool *any) {
+    size_t len = 0;
+    char *out, *p;
+    *any = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = field == 0 ? slots[i].host : field == 1 ? slots[i].hostaddr : slots[i].port;
+        len += strlen(v) + 1;
+        if (v[0] != '\0') *any = true;
+    }
+    p = out = malloc(len + 1);
+    if (out == NULL) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = field == 0 ? slots[i].host : field == 1 ? slots[i].hostaddr : slots[i].port;
+        size_t l = strlen(v);
+        if (i > 0) *p++ = ',';
+        memcpy(p, v, l);
+        p += l;
+    }
+    *p = '\0';
+    return out;
+}
+
+typedef enum attempt_result {
+    ATTEMPT_CONNECTED,
+    ATTEMPT_NEXT,  /* go on with target *next */
+    ATTEMPT_STOP,  /* libpq gave up for good (or the deadline passed) */
+    ATTEMPT_ERROR, /* err is set */
+} attempt_result;
+
+typedef struct connect_state {
+    connect_plan *pl;
+    const noodle_clock *clock;
+    int64_t deadline;
+    connect_log log;
+    bool auth_failed;
+    bool deadline_passed;
+    int error; /* the code of an ATTEMPT_ERROR */
+} connect_state;
+
+/* One PQconnectStartParams + PQconnectPoll run over targets [first, end),
+ * libpq moving from host to host by itself as it would (refused, standby
+ * for target_session_attrs, ...). The host libpq is on gets until host_end;
+ * when that passes first, the attempt is dropped and *next names the host
+ * after it. */
+static attempt_result connect_attempt(connect_state *cs, size_t first, size_t end,
+                                      int64_t host_start, int64_t host_end, PGconn **out,
+                                      size_t *next, noodle_error *err) {
+    connect_plan *pl = cs->pl;
+    pg_slot *slots = NULL;
+    char *lists[3] = {NULL, NULL, NULL};
+    size_t nslots = 0, k = pl->nbase, target = first;
+    slot_tracker tr = {NULL, NULL, 0, false};
+    PGconn *conn = NULL;
+    attempt_result result = ATTEMPT_STOP;
+    char where[600];
+
+    for (size_t i = first; i < end; i++)
+        nslots += pl->targets[i].state == TARGET_RESOLVED ? pl->targets[i].naddrs : 1;
+    slots = calloc(nslots, sizeof *slots);
+    if (slots == NULL) goto oom;
+    nslots = 0;
+    for (size_t i = first; i < end; i++) {
+        const pg_target *t = &pl->targets[i];
+        size_t n = t->state == TARGET_RESOLVED ? t->naddrs : 1;
+        for (size_t a = 0; a < n; a++)
+            slots[nslots++] = (pg_slot){i, t->host,
+                                        t->state == TARGET_RESOLVED ? t->addrs[a] : t->hostaddr,
+                                        t->port};
+    }
+    static const char *const names[3] = {"host", "hostaddr", "port"};
+    for (int f = 0; f < 3; f++) {
+        bool any;
+        if ((lists[f] = join_slots(slots, nslots, f, &any)) == NULL) goto oom;
+        if (any) pl->keys[k] = names[f], pl->vals[k++] = lists[f];
+    }
+    pl->keys[k] = NULL;
+    pl->vals[k] = NULL;
+
+    conn = PQconnectStartParams(pl->keys, pl->vals, 0);
+    if (conn == NULL) goto oom;
+    PQsetNoticeProcessor(conn, quiet_notice, NULL);
+    bool started = PQstatus(conn) != CONNECTION_BAD;
+    PostgresPollingStatusType st = started ? PGRES_POLLING_WRITING : PGRES_POLLING_FAILED;
+
+    /* Drive the state machine. After PQconnectStart, act as if PQconnectPoll
+     * had answered WRITING. The socket changes as libpq moves from host to
+     * host, so read it again on every turn. */
+    for (;;) {
+        if (st == PGRES_POLLING_OK) {
+            *out = conn;
+            conn = NULL;
+            result = ATTEMPT_CONNECTED;
+            break;
+        }
+        size_t s = started ? locate_slot(&tr, slots, nslots, conn) : 0;
+        if (slots[s].target != target) { /* libpq moved on: a new budget */
+            target = slots[s].target;
+            host_start = noodle_clock_now(cs->clock);
+            host_end = noodle__pg_host_budget_end(host_start, cs->deadline, pl->connect_timeout,
+                                                  pl->ntargets - target);
+        }
+        if (st == PGRES_POLLING_FAILED) {
+            log_libpq(&cs->log, conn);
+            /* libpq stops at an authentication failure, as it stops when a
+             * server answers with an error; it goes on when it ran out of
+             * hosts to try -- then so do we, with the hosts still being
+             * resolved when the attempt began. */
+            if (noodle__pg_is_auth_failure(PQerrorMessage(conn))) {
+                cs->auth_failed = true;
+            } else if (started && s + 1 == nslots && end < pl->ntargets) {
+                *next = end;
+                result = ATTEMPT_NEXT;
+            }
+            break;
+        }
+        int64_t until = host_end < cs->deadline ? host_end : cs->deadline;
+        int ready = wait_fd(cs->clock, PQsocket(conn),
+                            st == PGRES_POLLING_READING ? POLLIN : POLLOUT, until);
+        if (ready == 0) {
+            log_libpq(&cs->log, conn);
+            describe_slot(&slots[s], where, sizeof where);
+            if (noodle__poll_timeout_ms(cs->clock, cs->deadline) == 0) {
+                log_add(&cs->log, true, "%s failed: no answer before the deadline", where);
+                cs->deadline_passed = true;
+            } else {
+                log_add(&cs->log, true, "%s failed: timeout expired after %lld ms", where,
+                        (long long)((until - host_start) / 1000000));
+                *next = target + 1;
+                result = target + 1 < pl->ntargets ? ATTEMPT_NEXT : ATTEMPT_STOP;
+            }
+            break;
+        }
+        if (ready < 0) {
+            int e = errno;
+            cs->error =
+                NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: poll: %s", strerror(e));
+            result = ATTEMPT_ERROR;
+            break;
+        }
+        st = PQconnectPoll(conn);
+    }
+    if (conn != NULL) PQfinish(conn);
+    for (int f = 0; f < 3; f++) free(lists[f]);
+    free(slots);
+    return result;
+
+oom:
+    for (int f = 0; f < 3; f++) free(lists[f]);
+    free(slots);
+    cs->error = NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
+    return ATTEMPT_ERROR;
+}
+
+/* Connect to the first host that takes us, each host with its own time
+ * budget (see noodle__pg_host_budget_end), everything by the deadline. */
+static int connect_hosts(connect_plan *pl, const noodle_clock *clock, int64_t deadline,
+                         PGconn **out, noodle_error *err) {
+    connect_state cs;
+    size_t cur = 0;
+    char msg[2048];
+
+    memset(&cs, 0, sizeof cs);
+    cs.pl = pl;
+    cs.clock = clock;
+    cs.deadline = deadline;
+    *out = NULL;
+    while (cur < pl->ntargets) {
+        pg_target *t = &pl->targets[cur];
+        if (noodle__poll_timeout_ms(clock, deadline) == 0) {
+            cs.deadline_passed = true;
+            break;
+        }
+        int64_t start = noodle_clock_now(clock);
+        int64_t host_end =
+            noodle__pg_host_budget_end(start, deadline, pl->connect_timeout, pl->ntargets - cur);
+        if (t->state == TARGET_RESOLVING) {
+            int w = wait_resolution(pl, clock, t, host_end);
+            if (w < 0) {
+                int e = errno;
+                return NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: poll: %s",
+                                  strerror(e));
+            }
+            if (w == 0) {
+                if (noodle__poll_timeout_ms(clock, deadline) == 0) {
+                    log_add(&cs.log, true,
+                            "could not translate host name \"%s\" to address: no answer before "
+                            "the deadline",
+                            t->host);
+                    cs.deadline_passed = true;
+                    break;
+                }
+                log_add(&cs.log, true,
+                        "could not translate host name \"%s\" to address: no answer within %lld "
+                        "ms",
+                        t->host, (long long)((host_end - start) / 1000000));
+                cur++;
+                continue;
+            }
+        }
+        if (t->state == TARGET_FAILED) {
+            log_add(&cs.log, false, "could not translate host name \"%s\" to address: %s", t->host,
+                    gai_strerror(t->gai_rc));
+            cur++;
+            continue;
+        }
+        /* This host and the following ones that need no waiting go to libpq
+         * together, so that it walks them as it would on its own. */
+        size_t end = cur + 1;
+        while (end < pl->ntargets && take_resolution(pl, &pl->targets[end]) &&
+               pl->targets[end].state != TARGET_FAILED)
+            end++;
+        size_t next = pl->ntargets;
+        attempt_result r = connect_attempt(&cs, cur, end, start, host_end, out, &next, err);
+        if (r == ATTEMPT_CONNECTED) return 0;
+        if (r == ATTEMPT_ERROR) return cs.error;
+        if (r == ATTEMPT_STOP) break;
+        cur = next;
+    }
+
+    clean_message(cs.log.any ? cs.log.text : "", pl->url, msg, sizeof msg);
+    if (cs.deadline_passed)
+        return NOODLE_ERR(err, NOODLE_E_CONNECT_TIMEOUT,
+                          "connect did not complete before the deadline%s%s",
+                          msg[0] != '\0' ? ": " : "", msg);
+    if (msg[0] == '\0') noodle__strlcpy(msg, "no message from libpq", sizeof msg);
+    int code = cs.auth_failed      ? NOODLE_E_AUTH_FAILED
+               : cs.log.timeouts_only && cs.log.any ? NOODLE_E_CONNECT_TIMEOUT
+                                                     : NOODLE_E_CONNECT_FAILED;
+    return NOODLE_ERR(err, code, "connect failed: %s", msg);
+}
+
+static int pg_connect(const noodle_connect_params *p, void **handle, noodle_error *err) {
+    connect_plan plan;
     pg_handle *h = NULL;
     PGconn *conn = NULL;
     char msg[400];
@@ -620,81 +1579,27 @@ static int pg_connect(const noodle_connect_params *p, void **handle, noodle_erro
     *handle = NULL;
     if (p == NULL)
         return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT, "connect: no parameters");
-    url = p->url != NULL ? p->url : "";
-
-    if (is_connection_string(url)) {
-        char *perr = NULL;
-        PQconninfoOption *opts = PQconninfoParse(url, &perr);
-        if (opts == NULL) {
-            tidy_message(perr != NULL ? perr : "out of memory", msg, sizeof msg);
-            PQfreemem(perr);
-            return NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: %s", msg);
-        }
-        PQconninfoFree(opts);
-    }
-
-    keys[k] = "keepalives", vals[k++] = "1";
-    keys[k] = "keepalives_idle", vals[k++] = "10";
-    keys[k] = "keepalives_interval", vals[k++] = "3";
-    keys[k] = "keepalives_count", vals[k++] = "3";
-    keys[k] = "tcp_user_timeout", vals[k++] = "10000";
-    if (p->application_name != NULL && p->application_name[0] != '\0')
-        keys[k] = "application_name", vals[k++] = p->application_name;
-    keys[k] = "dbname", vals[k++] = url;
-    keys[k] = NULL, vals[k] = NULL;
-
-    h = calloc(1, sizeof *h);
-    if (h == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
-    h->clock = p->clock;
-
-    conn = PQconnectStartParams(keys, vals, 1);
-    if (conn == NULL) {
-        rc = NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
-        goto fail_handle;
-    }
-    PQsetNoticeProcessor(conn, quiet_notice, NULL);
-
-    /* Drive the state machine. After PQconnectStart, act as if PQconnectPoll
-     * had answered WRITING. The socket changes as libpq moves from host to
-     * host, so read it again on every turn. */
-    PostgresPollingStatusType st =
-        PQstatus(conn) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK) {
-        if (st == PGRES_POLLING_FAILED) {
-            tidy_message(PQerrorMessage(conn), msg, sizeof msg);
-            rc = noodle__pg_is_auth_failure(msg) ? NOODLE_E_AUTH_FAILED : NOODLE_E_CONNECT_FAILED;
-            NOODLE_ERR(err, rc, "connect failed: %s", msg);
-            goto fail_conn;
-        }
-        int ready = wait_fd(h->clock, PQsocket(conn),
-                            st == PGRES_POLLING_READING ? POLLIN : POLLOUT, p->deadline);
-        if (ready == 0) {
-            rc = NOODLE_ERR(err, NOODLE_E_CONNECT_TIMEOUT,
-                            "connect did not complete before the deadline");
-            goto fail_conn;
-        }
-        if (ready < 0) {
-            rc = NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: poll: %s",
-                            strerror(errno));
-            goto fail_conn;
-        }
-        st = PQconnectPoll(conn);
-    }
+    const char *url = p->url != NULL ? p->url : "";
+    if ((rc = plan_build(&plan, url, p->application_name, err)) != 0) return rc;
+    rc = connect_hosts(&plan, p->clock, p->deadline, &conn, err);
+    plan_free(&plan);
+    if (rc != 0) return rc;
 
     if (PQsetnonblocking(conn, 1) != 0) {
-        tidy_message(PQerrorMessage(conn), msg, sizeof msg);
-        rc = NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: non-blocking mode: %s", msg);
-        goto fail_conn;
+        clean_message(PQerrorMessage(conn), url, msg, sizeof msg);
+        PQfinish(conn);
+        return NOODLE_ERR(err, NOODLE_E_CONNECT_FAILED, "connect failed: non-blocking mode: %s",
+                          msg);
     }
+    h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        PQfinish(conn);
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
+    }
+    h->clock = p->clock;
     h->conn = conn;
     *handle = h;
     return 0;
-
-fail_conn:
-    PQfinish(conn);
-fail_handle:
-    free(h);
-    return rc;
 }
 
 static void pg_close(void *handle) {
@@ -964,7 +1869,11 @@ static int pg_execute(void *handle, const char *sql, const noodle_value *params,
     *out = NULL;
     if (sql == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT, "execute: no SQL");
     if ((rc = check_alive(h, "execute", err)) != 0) return rc;
-    if (noodle__pg_translate_placeholders(sql, &translated, &nplaceholders) != 0)
+    /* The server reports the setting (GUC_REPORT) whenever it changes, SET
+     * included; a server that never did is taken as the default, on. */
+    const char *scs = PQparameterStatus(h->conn, "standard_conforming_strings");
+    bool standard_strings = scs == NULL || strcmp(scs, "off") != 0;
+    if (noodle__pg_translate_placeholders(sql, standard_strings, &translated, &nplaceholders) != 0)
         return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "execute: out of memory");
     if (nplaceholders != nparams) {
         rc = NOODLE_ERR(err, NOODLE_E_QUERY_PARAM_COUNT,

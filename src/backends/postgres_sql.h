@@ -5,17 +5,22 @@
 #ifndef NOODLE_BACKENDS_POSTGRES_SQL_H
 #define NOODLE_BACKENDS_POSTGRES_SQL_H
 
+#include <netdb.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <libpq-fe.h>
+
 
 /* Rewrite the `?` placeholders of sql as $1, $2, ... in order.
  *
  * A `?` is a placeholder unless it sits inside
- *   - a string constant '...' ('' is a quote; backslashes are plain, as with
- *     standard_conforming_strings=on, the server default), also B'', X'',
- *     N'' and U&'' constants,
+ *   - a string constant '...' or N'...' ('' is a quote; a backslash is plain
+ *     when standard_strings is true -- the session's
+ *     standard_conforming_strings is on, the server default -- and escapes
+ *     the next character when it is false), or a B'', X'' or U&'' constant
+ *     (backslashes always plain),
  *   - an escape string E'...' (backslash escapes a character, '' a quote),
  *   - a quoted identifier "..." ("" is a quote),
  *   - a comment: -- to the end of the line, or slash-star (nesting) comments,
@@ -30,7 +35,8 @@
  * On success *out receives a malloc'd, NUL-terminated string the caller
  * frees, and *count the number of placeholders. Returns 0, or -1 when out of
  * memory (then *out is NULL). */
-int noodle__pg_translate_placeholders(const char *sql, char **out, size_t *count);
+int noodle__pg_translate_placeholders(const char *sql, bool standard_strings, char **out,
+                                      size_t *count);
 
 /* The catalogue code for a five-character SQLSTATE:
  *   08xxx -> 4003 CONNECTION_LOST      57P01/57P02/57P03 -> 4010 SERVER_SHUTDOWN
@@ -59,7 +65,25 @@ bool noodle__pg_parse_double(const char *s, double *out);
 bool noodle__pg_is_auth_failure(const char *message);
 
 /* The libpq connection inside a handle returned by the backend's connect
- * (NULL once it was closed after a timeout). For tests: socket options. */
+ * (NULL once it was closed after a timeout or a connection-fatal failure).
+ * For tests: socket options. */
 PGconn *noodle__pg_conn(void *handle);
+
+/* The per-host time budget of a multi-host connect, in ns: connect_timeout
+ * (libpq's rules: a value below 2 s counts as 2 s; 0, negative or not a
+ * number means none) when set, else an even share of the time left until
+ * deadline across the hosts_left hosts not yet tried (this one included).
+ * Returns the absolute end of the budget (now + budget), never after
+ * deadline; NOODLE_NO_DEADLINE when neither bounds it. */
+int64_t noodle__pg_host_budget_end(int64_t now, int64_t deadline, const char *connect_timeout,
+                                   size_t hosts_left);
+
+/* Test seam: the function that resolves host names for connect (getaddrinfo
+ * when NULL, the default). It runs on a resolver thread and must return
+ * results that freeaddrinfo can free. Each connect reads it once, when it
+ * starts. */
+typedef int (*noodle__pg_resolver_fn)(const char *node, const char *service,
+                                      const struct addrinfo *hints, struct addrinfo **res);
+void noodle__pg_set_resolver(noodle__pg_resolver_fn fn);
 
 #endif

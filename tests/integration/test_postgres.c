@@ -6,10 +6,15 @@
  * socket-option checks, which look at the libpq connection inside the handle.
  */
 #include <math.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +107,212 @@ static int sockopt(noodle_conn *c, int level, int name) {
     assert_non_null(pg);
     assert_int_equal(getsockopt(PQsocket(pg), level, name, &value, &len), 0);
     return value;
+}
+
+/* ---- a fake server: a TCP listener on 127.0.0.1 speaking just enough protocol ------------ */
+
+typedef enum fake_mode {
+    FAKE_FROZEN,         /* accepts connections and never answers (a frozen host) */
+    FAKE_COPY_BOTH,      /* logs in, answers the first query with CopyBothResponse */
+    FAKE_CLOSE_ON_QUERY, /* logs in, closes the connection when the first query arrives */
+} fake_mode;
+
+typedef struct fake_server {
+    fake_mode mode;
+    int listen_fd;
+    int stop[2]; /* pipe: a byte stops the thread */
+    int port;
+    int conns[32]; /* held open until the server stops */
+    size_t nconns;
+    pthread_t thread;
+} fake_server;
+
+/* Wait up to 5 s for fd to be readable and read exactly n bytes. */
+static bool fake_read(int fd, void *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+        if (poll(&p, 1, 5000) <= 0) return false;
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0) return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+static bool fake_write(int fd, const void *buf, size_t n) {
+    return send(fd, buf, n, MSG_NOSIGNAL) == (ssize_t)n; /* a gone client: no SIGPIPE */
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Append a message (type, length, body) to out at *len. */
+static void fake_msg(unsigned char *out, size_t *len, char type, const void *body, size_t n) {
+    uint32_t l = (uint32_t)n + 4;
+    out[(*len)++] = (unsigned char)type;
+    out[(*len)++] = (unsigned char)(l >> 24);
+    out[(*len)++] = (unsigned char)(l >> 16);
+    out[(*len)++] = (unsigned char)(l >> 8);
+    out[(*len)++] = (unsigned char)l;
+    if (n > 0) memcpy(out + *len, body, n);
+    *len += n;
+}
+
+static void fake_param(unsigned char *out, size_t *len, const char *name, const char *value) {
+    char body[128];
+    size_t a = strlen(name) + 1, b = strlen(value) + 1;
+    memcpy(body, name, a);
+    memcpy(body + a, value, b);
+    fake_msg(out, len, 'S', body, a + b);
+}
+
+/* Answer SSL / GSS requests with 'N', take the startup packet, log in. */
+static bool fake_login(int fd) {
+    unsigned char head[8], body[1024], out[512];
+    size_t len = 0;
+    for (;;) {
+        if (!fake_read(fd, head, 8)) return false;
+        uint32_t n = be32(head), code = be32(head + 4);
+        if (n < 8 || n - 8 > sizeof body || !fake_read(fd, body, n - 8)) return false;
+        if (code == 80877103 || code == 80877104) { /* SSLRequest, GSSENCRequest */
+            if (!fake_write(fd, "N", 1)) return false;
+            continue;
+        }
+        break; /* StartupMessage */
+    }
+    static const unsigned char auth_ok[4] = {0, 0, 0, 0};
+    static const unsigned char key[8] = {0, 0, 0, 1, 0, 0, 0, 2};
+    fake_msg(out, &len, 'R', auth_ok, 4);
+    fake_param(out, &len, "server_version", "15.0");
+    fake_param(out, &len, "server_encoding", "UTF8");
+    fake_param(out, &len, "client_encoding", "UTF8");
+    fake_param(out, &len, "standard_conforming_strings", "on");
+    fake_param(out, &len, "integer_datetimes", "on");
+    fake_msg(out, &len, 'K', key, 8);
+    fake_msg(out, &len, 'Z', "I", 1);
+    return fake_write(fd, out, len);
+}
+
+/* Read client messages up to and including Sync. */
+static bool fake_read_query(int fd) {
+    unsigned char head[5], body[4096];
+    for (;;) {
+        if (!fake_read(fd, head, 5)) return false;
+        uint32_t n = be32(head + 1);
+        if (n < 4 || n - 4 > sizeof body || !fake_read(fd, body, n - 4)) return false;
+        if (head[0] == 'S') return true;
+    }
+}
+
+static void fake_serve(fake_server *s, int fd) {
+    if (s->mode == FAKE_FROZEN || !fake_login(fd) || !fake_read_query(fd)) return;
+    if (s->mode == FAKE_COPY_BOTH) {
+        static const unsigned char copy_both[3] = {0, 0, 0}; /* text, no columns */
+        unsigned char out[64];
+        size_t len = 0;
+        fake_msg(out, &len, '1', NULL, 0); /* ParseComplete */
+        fake_msg(out, &len, '2', NULL, 0); /* BindComplete */
+        fake_msg(out, &len, 'W', copy_both, 3);
+        fake_write(fd, out, len);
+    } else { /* FAKE_CLOSE_ON_QUERY */
+        close(fd);
+        s->nconns--; /* fd was the last one held */
+    }
+}
+
+static void *fake_main(void *arg) {
+    fake_server *s = arg;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN, .revents = 0},
+                              {.fd = s->stop[0], .events = POLLIN, .revents = 0}};
+        if (poll(p, 2, -1) < 0) continue;
+        if (p[1].revents != 0) break;
+        if (p[0].revents == 0) continue;
+        int fd = accept(s->listen_fd, NULL, NULL);
+        if (fd < 0) continue;
+        if (s->nconns == sizeof s->conns / sizeof s->conns[0]) {
+            close(fd);
+            continue;
+        }
+        s->conns[s->nconns++] = fd;
+        fake_serve(s, fd);
+    }
+    return NULL;
+}
+
+static fake_server *fake_start(fake_mode mode) {
+    fake_server *s = calloc(1, sizeof *s);
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    assert_non_null(s);
+    s->mode = mode;
+    s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s->listen_fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s->listen_fd, 16), 0);
+    assert_int_equal(getsockname(s->listen_fd, (struct sockaddr *)&a, &len), 0);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(pipe(s->stop), 0);
+    assert_int_equal(pthread_create(&s->thread, NULL, fake_main, s), 0);
+    return s;
+}
+
+static void fake_stop(fake_server *s) {
+    if (s == NULL) return;
+    assert_int_equal(write(s->stop[1], "x", 1), 1);
+    pthread_join(s->thread, NULL);
+    for (size_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] >= 0) close(s->conns[i]);
+    close(s->listen_fd);
+    close(s->stop[0]);
+    close(s->stop[1]);
+    free(s);
+}
+
+/* A connection string for the fake server (no SSL or GSS negotiation). */
+static void fake_url(const fake_server *s, char *buf, size_t size) {
+    snprintf(buf, size,
+             "host=127.0.0.1 port=%d dbname=fake user=fake sslmode=disable gssencmode=disable",
+             s->port);
+}
+
+/* ---- a resolver that can be slow, for connect's name resolution -------------------------- */
+
+#define SLOW_HOST "slow.noodle.invalid"
+
+static atomic_int resolver_calls;
+static atomic_bool resolver_release;
+
+static int test_resolver(const char *node, const char *service, const struct addrinfo *hints,
+                         struct addrinfo **res) {
+    atomic_fetch_add(&resolver_calls, 1);
+    if (strcmp(node, SLOW_HOST) == 0) {
+        /* A resolver that does not answer (up to 30 s, or until released). */
+        for (int i = 0; i < 3000 && !atomic_load(&resolver_release); i++) usleep(10000);
+        return EAI_AGAIN;
+    }
+    return getaddrinfo(node, service, hints, res);
+}
+
+static int use_test_resolver(void **state) {
+    (void)state;
+    atomic_store(&resolver_calls, 0);
+    atomic_store(&resolver_release, false);
+    noodle__pg_set_resolver(test_resolver);
+    return 0;
+}
+
+static int restore_resolver(void **state) {
+    (void)state;
+    atomic_store(&resolver_release, true);
+    noodle__pg_set_resolver(NULL);
+    usleep(50000); /* let abandoned resolvers finish and free their share */
+    return 0;
 }
 
 /* ---- fixtures ---------------------------------------------------------------------- */
@@ -854,6 +1065,295 @@ static void metrics_hide_data_path_from_unprivileged_users(void **state) {
     admin("DROP ROLE noodle_plain", NULL, 0);
 }
 
+/* ---- multi-host connect: a time budget per host ---------------------------------------------- */
+
+/* Open url with a deadline; returns rc and the elapsed milliseconds. */
+static int open_timed(const char *u, int deadline, noodle_conn **c, noodle_error *err,
+                      int64_t *elapsed) {
+    noodle_connect_params p = {.url = u, .deadline = 0, .clock = NULL, .application_name = NULL};
+    int64_t t0 = noodle_test_now_ms();
+    p.deadline = deadline_ms(deadline);
+    int rc = noodle_conn_open(noodle_backend_postgres(), &p, c, err);
+    *elapsed = noodle_test_now_ms() - t0;
+    return rc;
+}
+
+static void multi_host_connect_moves_past_a_frozen_first_host_within_its_share(void **state) {
+    fake_server *frozen = fake_start(FAKE_FROZEN);
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=postgres",
+             frozen->port, noodle_pg_server_port(server));
+    /* Two hosts, 10 s: the frozen one gets half, then the real one answers. */
+    assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
+    assert_true(elapsed >= 4500);
+    assert_true(elapsed < 8000);
+    assert_int_equal(query_int(c, "SELECT 7"), 7);
+    noodle_conn_close(c);
+    fake_stop(frozen);
+}
+
+static void multi_host_connect_gives_each_host_connect_timeout(void **state) {
+    /* connect_timeout=1 counts as 2 s, as in libpq. */
+    static const char *const timeouts[] = {"2", "1"};
+    fake_server *frozen = fake_start(FAKE_FROZEN);
+    (void)state;
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+        noodle_conn *c = NULL;
+        noodle_error err;
+        int64_t elapsed;
+        char u[300];
+        snprintf(u, sizeof u,
+                 "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=postgres "
+                 "connect_timeout=%s",
+                 frozen->port, noodle_pg_server_port(server), timeouts[i]);
+        assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
+        assert_true(elapsed >= 1900);
+        assert_true(elapsed < 4000);
+        assert_int_equal(query_int(c, "SELECT 8"), 8);
+        noodle_conn_close(c);
+    }
+    fake_stop(frozen);
+}
+
+static void multi_host_connect_failure_names_every_host(void **state) {
+    fake_server *frozen = fake_start(FAKE_FROZEN);
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[300], want[64];
+    int dead = dead_port();
+    (void)state;
+    snprintf(u, sizeof u,
+             "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=postgres password=hunter22 "
+             "connect_timeout=2",
+             frozen->port, dead);
+    int rc = open_timed(u, 10000, &c, &err, &elapsed);
+    assert_code(rc, &err, NOODLE_E_CONNECT_FAILED);
+    assert_null(c);
+    assert_true(elapsed >= 1900);
+    assert_true(elapsed < 4000);
+    snprintf(want, sizeof want, "port %d failed: timeout expired", frozen->port);
+    assert_non_null(strstr(err.message, want));
+    snprintf(want, sizeof want, "port %d failed: Connection refused", dead);
+    assert_non_null(strstr(err.message, want));
+    assert_null(strstr(err.message, "hunter22"));
+    assert_null(strchr(err.message, '\n'));
+    fake_stop(frozen);
+}
+
+static void single_frozen_host_fails_4002_after_connect_timeout(void **state) {
+    fake_server *frozen = fake_start(FAKE_FROZEN);
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "host=127.0.0.1 port=%d dbname=postgres user=postgres connect_timeout=2",
+             frozen->port);
+    int rc = open_timed(u, 10000, &c, &err, &elapsed);
+    assert_code(rc, &err, NOODLE_E_CONNECT_TIMEOUT);
+    assert_true(elapsed >= 1900);
+    assert_true(elapsed < 4000);
+    assert_non_null(strstr(err.message, "timeout expired after 2000 ms"));
+    fake_stop(frozen);
+}
+
+static void fresh_attempt_after_a_frozen_host_keeps_target_session_attrs(void **state) {
+    fake_server *frozen = fake_start(FAKE_FROZEN);
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[400];
+    (void)state;
+    /* The real server, for this role, is read-only: with read-write asked
+     * for, the attempt started after the frozen host must refuse it too. */
+    admin("DROP ROLE IF EXISTS noodle_ro", NULL, 0);
+    admin("CREATE ROLE noodle_ro LOGIN", NULL, 0);
+    admin("ALTER ROLE noodle_ro SET default_transaction_read_only = on", NULL, 0);
+    snprintf(u, sizeof u,
+             "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=noodle_ro "
+             "target_session_attrs=read-write connect_timeout=2",
+             frozen->port, noodle_pg_server_port(server));
+    int rc = open_timed(u, 10000, &c, &err, &elapsed);
+    assert_code(rc, &err, NOODLE_E_CONNECT_FAILED);
+    assert_null(c);
+    assert_non_null(strstr(err.message, "timeout expired"));
+    assert_non_null(strstr(err.message, "read-only"));
+    assert_true(elapsed < 4000);
+    /* Without target_session_attrs the same hosts do connect. */
+    snprintf(u, sizeof u,
+             "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=noodle_ro connect_timeout=2",
+             frozen->port, noodle_pg_server_port(server));
+    assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
+    noodle_conn_close(c);
+    admin("DROP ROLE noodle_ro", NULL, 0);
+    fake_stop(frozen);
+}
+
+/* ---- secrets in connect errors --------------------------------------------------------------- */
+
+static void malformed_uri_password_never_appears_in_the_connect_error(void **state) {
+    static const char *const urls[] = {
+        "postgresql://user:pa%zzword@127.0.0.1/app",
+        "postgresql://user@127.0.0.1/app?password=pa%zzword",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        noodle_connect_params p = {
+            .url = urls[i], .deadline = 0, .clock = NULL, .application_name = NULL};
+        noodle_conn *c = NULL;
+        noodle_error err;
+        char text[1024];
+        p.deadline = deadline_ms(5000);
+        assert_code(noodle_conn_open(noodle_backend_postgres(), &p, &c, &err), &err,
+                    NOODLE_E_CONNECT_FAILED);
+        noodle_error_format(&err, text, sizeof text);
+        if (strstr(text, "pa%zzword") != NULL || strstr(text, "zzword") != NULL)
+            fail_msg("password in the error: %s", text);
+        assert_non_null(strstr(text, "percent-encoded"));
+    }
+}
+
+/* ---- standard_conforming_strings ------------------------------------------------------------- */
+
+static void placeholders_follow_standard_conforming_strings_off_and_on(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_value bang = noodle_text("!");
+
+    exec_ok(c, "SET standard_conforming_strings = off");
+    /* A backslash escapes the quote: 'it\'s ?' is one string. */
+    assert_ok(noodle_conn_execute(c, "SELECT 'it\\'s ?' || ?", &bang, 1, deadline_ms(5000), &rows,
+                                  &err),
+              &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "it's ?!");
+    noodle_rows_free(rows);
+
+    exec_ok(c, "SET standard_conforming_strings = on");
+    /* Now the backslash is a plain character and 'a\' a whole string. */
+    assert_ok(
+        noodle_conn_execute(c, "SELECT 'a\\' || ?", &bang, 1, deadline_ms(5000), &rows, &err),
+        &err);
+    assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "a\\!");
+    noodle_rows_free(rows);
+    noodle_conn_close(c);
+}
+
+/* ---- connection states libpq cannot go on from ----------------------------------------------- */
+
+static void copy_both_response_fails_4003_and_closes_the_connection(void **state) {
+    fake_server *fake = fake_start(FAKE_COPY_BOTH);
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    char u[300];
+    (void)state;
+    fake_url(fake, u, sizeof u);
+    noodle_conn *c = open_url(u);
+    void *handle = noodle_conn_handle(c);
+    int rc = noodle_conn_execute(c, "START_REPLICATION 0/0", NULL, 0, deadline_ms(5000), &rows,
+                                 &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    assert_non_null(strstr(err.message, "COPY BOTH"));
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    assert_null(noodle__pg_conn(handle));
+    noodle_conn_close(c);
+    fake_stop(fake);
+}
+
+static void server_closing_mid_query_fails_4003_and_closes_the_connection(void **state) {
+    fake_server *fake = fake_start(FAKE_CLOSE_ON_QUERY);
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    char u[300];
+    (void)state;
+    fake_url(fake, u, sizeof u);
+    noodle_conn *c = open_url(u);
+    void *handle = noodle_conn_handle(c);
+    int64_t t0 = noodle_test_now_ms();
+    int rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    assert_true(noodle_test_now_ms() - t0 < 2000);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    assert_null(noodle__pg_conn(handle));
+    /* The backend itself says "lost" from now on. */
+    rc = noodle_backend_postgres()->validate(handle, deadline_ms(1000), &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    noodle_conn_close(c);
+    fake_stop(fake);
+}
+
+static void connection_left_mid_command_fails_4003_and_is_broken(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    void *handle = noodle_conn_handle(c);
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    /* libpq left mid-command (as after a failed COPY drain): it would refuse
+     * every later command with "another command is already in progress". */
+    assert_int_equal(PQsendQuery(noodle__pg_conn(handle), "SELECT 1"), 1);
+    int rc = noodle_conn_execute(c, "SELECT 2", NULL, 0, deadline_ms(5000), &rows, &err);
+    assert_code(rc, &err, NOODLE_E_CONNECTION_LOST);
+    assert_non_null(strstr(err.message, "left unfinished"));
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
+    assert_null(noodle__pg_conn(handle));
+    noodle_conn_close(c);
+}
+
+/* ---- name resolution ------------------------------------------------------------------------- */
+
+static void host_name_is_resolved_by_noodle_and_kept_for_libpq(void **state) {
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "host=localhost port=%d dbname=postgres user=postgres",
+             noodle_pg_server_port(server));
+    noodle_conn *c = open_url(u);
+    PGconn *pg = noodle__pg_conn(noodle_conn_handle(c));
+    assert_true(atomic_load(&resolver_calls) >= 1);
+    /* libpq got the address as hostaddr and still knows the name. */
+    assert_string_equal(PQhost(pg), "localhost");
+    assert_string_equal(PQhostaddr(pg), "127.0.0.1");
+    assert_int_equal(query_int(c, "SELECT 9"), 9);
+    noodle_conn_close(c);
+}
+
+static void slow_resolver_cannot_hold_connect_past_its_deadline(void **state) {
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u, "host=" SLOW_HOST " port=%d dbname=postgres user=postgres",
+             noodle_pg_server_port(server));
+    int rc = open_timed(u, 500, &c, &err, &elapsed);
+    assert_code(rc, &err, NOODLE_E_CONNECT_TIMEOUT);
+    assert_null(c);
+    assert_true(elapsed >= 450);
+    assert_true(elapsed < 1500);
+    assert_non_null(strstr(err.message, SLOW_HOST));
+}
+
+static void slow_resolver_for_the_first_host_moves_on_to_the_next(void **state) {
+    noodle_conn *c = NULL;
+    noodle_error err;
+    int64_t elapsed;
+    char u[300];
+    (void)state;
+    snprintf(u, sizeof u,
+             "host=" SLOW_HOST ",127.0.0.1 port=%d dbname=postgres user=postgres connect_timeout=2",
+             noodle_pg_server_port(server));
+    assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
+    assert_true(elapsed >= 1900);
+    assert_true(elapsed < 4000);
+    assert_int_equal(query_int(c, "SELECT 10"), 10);
+    noodle_conn_close(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(query_on_frozen_server_returns_4004_by_deadline, thaw_server),
@@ -893,6 +1393,22 @@ int main(void) {
         cmocka_unit_test(validate_succeeds_on_a_live_connection),
         cmocka_unit_test(metrics_report_database_size_version_and_data_path),
         cmocka_unit_test(metrics_hide_data_path_from_unprivileged_users),
+        cmocka_unit_test(multi_host_connect_moves_past_a_frozen_first_host_within_its_share),
+        cmocka_unit_test(multi_host_connect_gives_each_host_connect_timeout),
+        cmocka_unit_test(multi_host_connect_failure_names_every_host),
+        cmocka_unit_test(single_frozen_host_fails_4002_after_connect_timeout),
+        cmocka_unit_test(fresh_attempt_after_a_frozen_host_keeps_target_session_attrs),
+        cmocka_unit_test(malformed_uri_password_never_appears_in_the_connect_error),
+        cmocka_unit_test(placeholders_follow_standard_conforming_strings_off_and_on),
+        cmocka_unit_test(copy_both_response_fails_4003_and_closes_the_connection),
+        cmocka_unit_test(server_closing_mid_query_fails_4003_and_closes_the_connection),
+        cmocka_unit_test(connection_left_mid_command_fails_4003_and_is_broken),
+        cmocka_unit_test_setup_teardown(host_name_is_resolved_by_noodle_and_kept_for_libpq,
+                                        use_test_resolver, restore_resolver),
+        cmocka_unit_test_setup_teardown(slow_resolver_cannot_hold_connect_past_its_deadline,
+                                        use_test_resolver, restore_resolver),
+        cmocka_unit_test_setup_teardown(slow_resolver_for_the_first_host_moves_on_to_the_next,
+                                        use_test_resolver, restore_resolver),
     };
     return cmocka_run_group_tests_name("postgres", tests, group_setup, group_teardown);
 }

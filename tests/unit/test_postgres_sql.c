@@ -3,6 +3,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,17 +13,31 @@
 
 #include "backends/postgres_sql.h"
 #include "noodle/backend.h"
+#include "noodle/clock.h"
 #include "noodle/error.h"
 
-/* Translate sql and check the text and the count. */
-static void check_translation(const char *sql, const char *want, size_t want_count) {
+/* Translate sql with standard_conforming_strings on or off and check the
+ * text and the count. */
+static void check_translation_mode(bool standard_strings, const char *sql, const char *want,
+                                   size_t want_count) {
     char *out = NULL;
     size_t count = 99;
-    assert_int_equal(noodle__pg_translate_placeholders(sql, &out, &count), 0);
+    assert_int_equal(noodle__pg_translate_placeholders(sql, standard_strings, &out, &count), 0);
     assert_non_null(out);
     assert_string_equal(out, want);
     assert_int_equal(count, want_count);
     free(out);
+}
+
+/* The server default: standard_conforming_strings on. */
+static void check_translation(const char *sql, const char *want, size_t want_count) {
+    check_translation_mode(true, sql, want, want_count);
+}
+
+/* The same result whatever standard_conforming_strings says. */
+static void check_translation_both(const char *sql, const char *want, size_t want_count) {
+    check_translation_mode(true, sql, want, want_count);
+    check_translation_mode(false, sql, want, want_count);
 }
 
 /* ---- placeholders ------------------------------------------------------------ */
@@ -107,6 +122,38 @@ static void casts_and_operators_are_left_alone(void **state) {
     /* ?? is a literal ?, the jsonb key-exists operator. */
     check_translation("SELECT j ?? 'k' FROM t WHERE id = ?", "SELECT j ? 'k' FROM t WHERE id = $1",
                       1);
+}
+
+static void backslash_quote_ends_a_plain_string_when_standard_strings_are_on(void **state) {
+    (void)state;
+    /* 'it\' is the whole string; "s ?" follows it; the last ' opens an
+     * unterminated string, copied as is. */
+    check_translation_mode(true, "SELECT 'it\\'s ?' || ?", "SELECT 'it\\'s $1' || ?", 1);
+    check_translation_mode(true, "SELECT N'a\\', ?", "SELECT N'a\\', $1", 1);
+}
+
+static void backslash_escapes_in_plain_strings_when_standard_strings_are_off(void **state) {
+    (void)state;
+    check_translation_mode(false, "SELECT 'it\\'s ?' || ?", "SELECT 'it\\'s ?' || $1", 1);
+    check_translation_mode(false, "SELECT N'it\\'s ?', ?", "SELECT N'it\\'s ?', $1", 1);
+    check_translation_mode(false, "SELECT 'a\\\\', ?", "SELECT 'a\\\\', $1", 1);
+    check_translation_mode(false, "SELECT 'x''?', ?", "SELECT 'x''?', $1", 1);
+    /* An identifier ending in E, B or X is no prefix: a plain string. */
+    check_translation_mode(false, "SELECT namE'\\'?', ?", "SELECT namE'\\'?', $1", 1);
+    check_translation_mode(false, "SELECT tab'\\'?', ?", "SELECT tab'\\'?', $1", 1);
+}
+
+static void escape_strings_and_bit_strings_ignore_standard_strings(void **state) {
+    (void)state;
+    /* E'' always escapes. */
+    check_translation_both("SELECT E'\\'?', ?", "SELECT E'\\'?', $1", 1);
+    /* B'', X'' and U&'' never do. */
+    check_translation_both("SELECT B'\\', ?", "SELECT B'\\', $1", 1);
+    check_translation_both("SELECT x'\\', ?", "SELECT x'\\', $1", 1);
+    check_translation_both("SELECT U&'\\', ?", "SELECT U&'\\', $1", 1);
+    /* Nothing else depends on the setting. */
+    check_translation_both("SELECT \"a\\\" , ?", "SELECT \"a\\\" , $1", 1);
+    check_translation_both("SELECT $$\\$$, ?", "SELECT $$\\$$, $1", 1);
 }
 
 /* ---- SQLSTATE mapping ------------------------------------------------------------ */
@@ -238,6 +285,43 @@ static void auth_failure_messages_are_recognised(void **state) {
     assert_false(noodle__pg_is_auth_failure(NULL));
 }
 
+/* ---- per-host connect budgets -------------------------------------------------------- */
+
+static void host_budget_is_an_even_share_of_the_time_left(void **state) {
+    (void)state;
+    int64_t now = NOODLE_SEC(100);
+    int64_t deadline = now + NOODLE_SEC(10);
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, NULL, 2), now + NOODLE_SEC(5));
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "", 4), now + NOODLE_MS(2500));
+    /* The last host gets all that is left. */
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, NULL, 1), deadline);
+    /* Past the deadline: nothing. */
+    assert_int_equal(noodle__pg_host_budget_end(deadline + 1, deadline, NULL, 2), deadline);
+    /* No deadline and no connect_timeout: no bound. */
+    assert_int_equal(noodle__pg_host_budget_end(now, NOODLE_NO_DEADLINE, NULL, 3),
+                     NOODLE_NO_DEADLINE);
+}
+
+static void host_budget_follows_connect_timeout_like_libpq(void **state) {
+    (void)state;
+    int64_t now = NOODLE_SEC(100);
+    int64_t deadline = now + NOODLE_SEC(10);
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "3", 2), now + NOODLE_SEC(3));
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, " 4 ", 2), now + NOODLE_SEC(4));
+    /* Below 2 s counts as 2 s. */
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "1", 2), now + NOODLE_SEC(2));
+    /* The deadline still bounds it, also for the last host. */
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "30", 1), deadline);
+    assert_int_equal(noodle__pg_host_budget_end(now, NOODLE_NO_DEADLINE, "2", 1),
+                     now + NOODLE_SEC(2));
+    /* 0, negative and invalid values mean "none": the even share applies. */
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "0", 2), now + NOODLE_SEC(5));
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "-3", 2), now + NOODLE_SEC(5));
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "2s", 2), now + NOODLE_SEC(5));
+    assert_int_equal(noodle__pg_host_budget_end(now, deadline, "99999999999", 2),
+                     now + NOODLE_SEC(5));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(plain_question_marks_become_numbered_parameters),
@@ -249,12 +333,17 @@ int main(void) {
         cmocka_unit_test(question_mark_in_comments_is_not_a_placeholder),
         cmocka_unit_test(question_mark_in_quoted_identifier_is_not_a_placeholder),
         cmocka_unit_test(casts_and_operators_are_left_alone),
+        cmocka_unit_test(backslash_quote_ends_a_plain_string_when_standard_strings_are_on),
+        cmocka_unit_test(backslash_escapes_in_plain_strings_when_standard_strings_are_off),
+        cmocka_unit_test(escape_strings_and_bit_strings_ignore_standard_strings),
         cmocka_unit_test(sqlstates_map_to_catalogue_codes),
         cmocka_unit_test(missing_or_malformed_sqlstate_maps_to_query_failed),
         cmocka_unit_test(doubles_format_as_postgres_float8_input),
         cmocka_unit_test(formatted_doubles_read_back_exactly),
         cmocka_unit_test(float8_output_parses_special_values),
         cmocka_unit_test(auth_failure_messages_are_recognised),
+        cmocka_unit_test(host_budget_is_an_even_share_of_the_time_left),
+        cmocka_unit_test(host_budget_follows_connect_timeout_like_libpq),
     };
     return cmocka_run_group_tests_name("postgres_sql", tests, NULL, NULL);
 }

@@ -2445,6 +2445,14 @@ static int mock_metrics(void *handle, int64_t deadline, noodle_server_metrics *o
     return rc;
 }
 
+static bool mock_in_transaction(void *handle) {
+    session *s = handle;
+    pthread_mutex_lock(&s->node->mu);
+    bool in_txn = s->state == SESSION_TXN;
+    pthread_mutex_unlock(&s->node->mu);
+    return in_txn;
+}
+
 static const noodle_backend_ops mock_ops = {
     .abi_version = NOODLE_BACKEND_ABI_VERSION,
     .struct_size = sizeof(noodle_backend_ops),
@@ -2461,6 +2469,7 @@ static const noodle_backend_ops mock_ops = {
     .rollback_to = mock_rollback_to,
     .role = mock_role,
     .metrics = mock_metrics,
+    .in_transaction = mock_in_transaction,
 };
 
 const noodle_backend_ops *noodle_mock_backend(void) { return &mock_ops; }

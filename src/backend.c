@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conn_internal.h"
 #include "failpoint_internal.h"
 #include "internal.h"
 #include "noodle/backend.h"
@@ -46,7 +47,8 @@ static int check_ops(const noodle_backend_ops *ops, noodle_error *err) {
     if (ops->name == NULL || ops->connect == NULL || ops->close == NULL || ops->validate == NULL ||
         ops->execute == NULL || ops->begin == NULL || ops->commit == NULL ||
         ops->rollback == NULL || ops->savepoint == NULL || ops->release == NULL ||
-        ops->rollback_to == NULL || ops->role == NULL || ops->metrics == NULL)
+        ops->rollback_to == NULL || ops->role == NULL || ops->metrics == NULL ||
+        ops->in_transaction == NULL)
         return NOODLE_ERR(err, NOODLE_E_BACKEND_ABI_MISMATCH,
                           "backend '%s' leaves an operation unimplemented; every operation of the "
                           "interface is required",
@@ -132,20 +134,6 @@ bool noodle_identifier_valid(const char *name) {
 
 /* ---- connections ------------------------------------------------------------- */
 
-struct noodle_conn {
-    const noodle_backend_ops *ops;
-    void *handle;
-    const noodle_clock *clock;
-    char *endpoint; /* masked */
-    uint64_t generation;
-    int64_t created_at, last_used_at, last_validated_at;
-    noodle_conn_state state;
-    char broken_by[160]; /* "[NOODLE-4003] ..." of the error that broke it */
-#ifdef FIU_ENABLE
-    const char *fail_points[NOODLE__BACKEND_OP_COUNT];
-#endif
-};
-
 /* Check state and fail point before an operation. */
 static int before_op(noodle_conn *c, noodle__backend_op op, noodle_error *err) {
     if (c->state == NOODLE_CONN_BROKEN)
@@ -184,6 +172,7 @@ static int ensure_coded(const noodle_backend_ops *ops, const char *what, int rc,
 /* Record the outcome of an operation; returns rc. */
 static int after_op(noodle_conn *c, const char *what, int rc, noodle_error *err) {
     rc = ensure_coded(c->ops, what, rc, err);
+    c->in_txn = c->ops->in_transaction(c->handle);
     if (rc == 0) {
         c->last_used_at = noodle_clock_now(c->clock);
     } else if (noodle_code_is_connection_fatal(rc) && c->state == NOODLE_CONN_OK) {
@@ -286,15 +275,31 @@ int noodle_conn_execute(noodle_conn *c, const char *sql, const noodle_value *par
 }
 
 int noodle_conn_begin(noodle_conn *c, noodle_isolation iso, int64_t deadline, noodle_error *err) {
-    CONN_OP(c, NOODLE__OP_BEGIN, "begin", err, c->ops->begin(c->handle, iso, deadline, err));
+    noodle_error local;
+    if (err == NULL) err = &local;
+    noodle_error_clear(err);
+    int rc = before_op(c, NOODLE__OP_BEGIN, err);
+    if (rc == 0) rc = c->ops->begin(c->handle, iso, deadline, err);
+    return after_op(c, "begin", rc, err);
+}
+
+static int end_txn(noodle_conn *c, noodle__backend_op op, const char *what,
+                   int (*fn)(void *, int64_t, noodle_error *), int64_t deadline,
+                   noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    noodle_error_clear(err);
+    int rc = before_op(c, op, err);
+    if (rc == 0) rc = fn(c->handle, deadline, err);
+    return after_op(c, what, rc, err);
 }
 
 int noodle_conn_commit(noodle_conn *c, int64_t deadline, noodle_error *err) {
-    CONN_OP(c, NOODLE__OP_COMMIT, "commit", err, c->ops->commit(c->handle, deadline, err));
+    return end_txn(c, NOODLE__OP_COMMIT, "commit", c->ops->commit, deadline, err);
 }
 
 int noodle_conn_rollback(noodle_conn *c, int64_t deadline, noodle_error *err) {
-    CONN_OP(c, NOODLE__OP_ROLLBACK, "rollback", err, c->ops->rollback(c->handle, deadline, err));
+    return end_txn(c, NOODLE__OP_ROLLBACK, "rollback", c->ops->rollback, deadline, err);
 }
 
 /* Savepoint names are checked here too, so no backend can be handed an
@@ -345,3 +350,8 @@ int64_t noodle_conn_created_at(const noodle_conn *c) { return c->created_at; }
 int64_t noodle_conn_last_used_at(const noodle_conn *c) { return c->last_used_at; }
 int64_t noodle_conn_last_validated_at(const noodle_conn *c) { return c->last_validated_at; }
 void *noodle_conn_handle(const noodle_conn *c) { return c->handle; }
+bool noodle_conn_in_transaction(const noodle_conn *c) {
+    return c->in_txn && c->state == NOODLE_CONN_OK;
+}
+void noodle_conn_set_owner_data(noodle_conn *c, void *data) { c->owner_data = data; }
+void *noodle_conn_owner_data(const noodle_conn *c) { return c->owner_data; }

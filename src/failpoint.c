@@ -25,6 +25,9 @@ static noodle_fail_point_info points[] = {
     NOODLE_BACKEND_OP_MAP(NOODLE_X_OP)
 #undef BACKEND_NAME
 #undef NOODLE_X_OP
+#define NOODLE_X_POINT(ID, name, code, what) {name, what, code},
+    NOODLE_FAIL_POINT_MAP(NOODLE_X_POINT)
+#undef NOODLE_X_POINT
 };
 
 #define NPOINTS (sizeof points / sizeof points[0])
@@ -55,6 +58,10 @@ const char *noodle__backend_fail_point(const char *backend, noodle__backend_op o
         if (strcmp(backends[b], backend) == 0)
             return points[b * NOODLE__BACKEND_OP_COUNT + (size_t)op].name;
     return NULL;
+}
+
+const noodle_fail_point_info *noodle__fail_point_info(noodle__fail_point id) {
+    return &points[3 * NOODLE__BACKEND_OP_COUNT + (size_t)id];
 }
 
 #ifdef FIU_ENABLE

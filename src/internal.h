@@ -19,6 +19,10 @@ int noodle__poll_timeout_ms(const noodle_clock *c, int64_t deadline);
  * quote a connection string (libpq's parse errors do). See src/secrets.c. */
 size_t noodle__scrub_secrets(const char *text, const char *url, char *buf, size_t size);
 
+/* CLOCK_MONOTONIC_COARSE in ns, as the real clock's now_coarse, without the
+ * indirection (the pool's fast path). */
+int64_t noodle__coarse_now_real(void);
+
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);
 

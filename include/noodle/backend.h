@@ -170,6 +170,9 @@ typedef struct noodle_backend_ops {
     int (*rollback_to)(void *handle, const char *name, int64_t deadline, noodle_error *err);
     int (*role)(void *handle, int64_t deadline, noodle_role *out, noodle_error *err);
     int (*metrics)(void *handle, int64_t deadline, noodle_server_metrics *out, noodle_error *err);
+    /* True while the session is inside a transaction, however it was begun
+     * (BEGIN sent as SQL included). Local state only: no I/O, never fails. */
+    bool (*in_transaction)(void *handle);
     /* ABI 1 ends here; add new operations below, never reorder. */
 } noodle_backend_ops;
 
@@ -239,6 +242,13 @@ NOODLE_API void noodle_conn_set_generation(noodle_conn *c, uint64_t gen);
 NOODLE_API int64_t noodle_conn_created_at(const noodle_conn *c);
 NOODLE_API int64_t noodle_conn_last_used_at(const noodle_conn *c);
 NOODLE_API int64_t noodle_conn_last_validated_at(const noodle_conn *c);
+/* True while the connection is inside a transaction, begun with
+ * noodle_conn_begin or by SQL sent through execute (the backend's own view,
+ * read after every operation); false once it is broken. */
+NOODLE_API bool noodle_conn_in_transaction(const noodle_conn *c);
+/* One pointer of the owner's (the pool keeps its slot here); NULL at open. */
+NOODLE_API void noodle_conn_set_owner_data(noodle_conn *c, void *data);
+NOODLE_API void *noodle_conn_owner_data(const noodle_conn *c);
 /* Backend-private handle (tests and the mock control API only). */
 NOODLE_API void *noodle_conn_handle(const noodle_conn *c);
 

@@ -32,6 +32,11 @@ typedef void *(*noodle_thread_fn)(void *arg);
  * them; the real clock is noodle_clock_real(). */
 typedef struct noodle_clock_ops {
     int64_t (*now)(const noodle_clock *c);
+    /* A cheap reading that may lag now() by a few milliseconds (real clock:
+     * CLOCK_MONOTONIC_COARSE, ~5 ns instead of ~20 ns). For bookkeeping on
+     * hot paths (last use, hold times), never for deadlines. A virtual clock
+     * returns now(). */
+    int64_t (*now_coarse)(const noodle_clock *c);
     void (*sleep_until)(const noodle_clock *c, int64_t deadline);
     /* Wait on cond (mutex held by the caller) until signalled or deadline.
      * Returns 0 when woken (possibly spuriously), ETIMEDOUT at the deadline. */
@@ -54,6 +59,9 @@ NOODLE_API const noodle_clock *noodle_clock_real(void);
 
 /* Convenience wrappers; a NULL clock means the real clock. */
 NOODLE_API int64_t noodle_clock_now(const noodle_clock *c);
+NOODLE_API int64_t noodle_clock_now_coarse(const noodle_clock *c);
+/* Resolution of now_coarse in ns (real clock: clock_getres; virtual: 1). */
+NOODLE_API int64_t noodle_clock_coarse_resolution(const noodle_clock *c);
 NOODLE_API void noodle_clock_sleep_until(const noodle_clock *c, int64_t deadline);
 NOODLE_API int noodle_clock_cond_wait_until(const noodle_clock *c, pthread_cond_t *cond,
                                             pthread_mutex_t *mutex, int64_t deadline);

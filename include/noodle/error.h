@@ -43,7 +43,14 @@ extern "C" {
     X(1010, CONFIG_NO_MEMORY, "out of memory while loading configuration")                        \
     X(1011, CONFIG_INVALID_ARGUMENT, "invalid argument to a configuration function")             \
     /* 2xxx connection pool */                                                                     \
+    X(2001, POOL_CLOSED, "the pool is shut down and accepts no acquires")                         \
     X(2002, POOL_TIMEOUT, "pool acquire timed out")                                                \
+    X(2003, POOL_INVALID_ARGUMENT, "invalid argument to a pool function")                          \
+    X(2004, POOL_INVALID_SIZE, "pool size outside 0 <= min_idle <= max_connections <= capacity")   \
+    X(2005, POOL_NO_MEMORY, "out of memory in the pool")                                           \
+    X(2006, POOL_THREAD_START, "could not start a pool thread")                                    \
+    X(2007, POOL_BUSY_AT_SHUTDOWN, "connections still in use when the shutdown deadline passed")   \
+    X(2008, POOL_WARMUP_FAILED, "warm-up did not open min_idle connections before its deadline")  \
     /* 4xxx connection / backend */                                                                \
     X(4001, CONNECT_FAILED, "could not connect to the database")                                  \
     X(4002, CONNECT_TIMEOUT, "connecting did not complete before the deadline")                   \

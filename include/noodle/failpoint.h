@@ -39,14 +39,21 @@ extern "C" {
 /* Backends that carry fail points. */
 #define NOODLE_FAIL_POINT_BACKENDS(X) X(SQLITE, "sqlite") X(POSTGRES, "postgres") X(MOCK, "mock")
 
+/* Fail points outside the backend operations:
+ * X(ID, "name", default code, "what failing it simulates") */
+#define NOODLE_FAIL_POINT_MAP(X)                                                          \
+    X(POOL_THREAD_START, "pool/thread_start", 2006,                                       \
+      "starting a pool thread (connection opener, housekeeper) fails")
+
 typedef struct noodle_fail_point_info {
     const char *name;        /* "backend/postgres/connect" */
     const char *description; /* what failing it simulates */
     int default_code;        /* the code an operation fails with when it fires */
 } noodle_fail_point_info;
 
-/* Every fail point, grouped by backend (mock, postgres, sqlite) in operation
- * order; *count receives the number. */
+/* Every fail point: the backend operations grouped by backend (mock,
+ * postgres, sqlite) in operation order, then NOODLE_FAIL_POINT_MAP; *count
+ * receives the number. */
 NOODLE_API const noodle_fail_point_info *noodle_fail_points(size_t *count);
 /* The entry for name, or NULL. */
 NOODLE_API const noodle_fail_point_info *noodle_fail_point_find(const char *name);

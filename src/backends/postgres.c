@@ -2094,6 +2094,13 @@ done:
 /* The table                                                                 */
 /* ======================================================================== */
 
+static bool pg_in_transaction(void *handle) {
+    pg_handle *h = handle;
+    if (h->conn == NULL) return false;
+    PGTransactionStatusType ts = PQtransactionStatus(h->conn);
+    return ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+}
+
 static const noodle_backend_ops postgres_ops = {
     .abi_version = NOODLE_BACKEND_ABI_VERSION,
     .struct_size = sizeof(noodle_backend_ops),
@@ -2110,6 +2117,7 @@ static const noodle_backend_ops postgres_ops = {
     .rollback_to = pg_rollback_to,
     .role = pg_role,
     .metrics = pg_metrics,
+    .in_transaction = pg_in_transaction,
 };
 
 const noodle_backend_ops *noodle_backend_postgres(void) {

@@ -493,6 +493,11 @@ static int sqlite_metrics(void *handle, int64_t deadline, noodle_server_metrics 
     return 0;
 }
 
+static bool sqlite_in_transaction(void *handle) {
+    sqlite_conn *h = handle;
+    return !sqlite3_get_autocommit(h->db);
+}
+
 static const noodle_backend_ops sqlite_ops = {
     .abi_version = NOODLE_BACKEND_ABI_VERSION,
     .struct_size = sizeof(noodle_backend_ops),
@@ -509,6 +514,7 @@ static const noodle_backend_ops sqlite_ops = {
     .rollback_to = sqlite_rollback_to,
     .role = sqlite_role,
     .metrics = sqlite_metrics,
+    .in_transaction = sqlite_in_transaction,
 };
 
 const noodle_backend_ops *noodle_backend_sqlite(void) { return &sqlite_ops; }

@@ -194,10 +194,15 @@ static int sloppy_metrics(void *h, int64_t d, noodle_server_metrics *m, noodle_e
     return 0;
 }
 
+static bool sloppy_in_txn(void *h) {
+    (void)h;
+    return false;
+}
+
 static noodle_backend_ops sloppy_ops = {
     NOODLE_BACKEND_ABI_VERSION, sizeof(noodle_backend_ops), "sloppy", sloppy_connect, sloppy_close,
     sloppy_ok, sloppy_execute, sloppy_begin, sloppy_ok, sloppy_ok, sloppy_sp, sloppy_sp, sloppy_sp,
-    sloppy_role, sloppy_metrics,
+    sloppy_role, sloppy_metrics, sloppy_in_txn,
 };
 
 static void backends_are_found_by_name_and_unknown_names_fail_with_4006(void **state) {

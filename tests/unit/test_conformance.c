@@ -332,6 +332,21 @@ static void uncommitted_writes_are_invisible_to_another_connection(void **state)
     assert_ok(noodle_conn_rollback(f->a, DEADLINE(), &err), &err);
 }
 
+static void the_connection_knows_when_it_is_inside_a_transaction(void **state) {
+    fixture *f = *state;
+    noodle_error err;
+    assert_false(noodle_conn_in_transaction(f->a));
+    assert_ok(noodle_conn_begin(f->a, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    assert_true(noodle_conn_in_transaction(f->a));
+    insert_kv(f->a, 1, "x");
+    assert_true(noodle_conn_in_transaction(f->a));
+    assert_ok(noodle_conn_commit(f->a, DEADLINE(), &err), &err);
+    assert_false(noodle_conn_in_transaction(f->a));
+    assert_ok(noodle_conn_begin(f->a, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    assert_ok(noodle_conn_rollback(f->a, DEADLINE(), &err), &err);
+    assert_false(noodle_conn_in_transaction(f->a));
+}
+
 static void rollback_discards_every_write(void **state) {
     fixture *f = *state;
     noodle_error err;
@@ -579,6 +594,7 @@ int main(int argc, char **argv) {
         T(duplicate_keys_fail_with_5002_keeping_the_backend_detail),
         T(committed_writes_are_visible_to_another_connection),
         T(uncommitted_writes_are_invisible_to_another_connection),
+        T(the_connection_knows_when_it_is_inside_a_transaction),
         T(rollback_discards_every_write),
         T(rolling_back_an_inner_savepoint_keeps_the_outer_levels),
         T(releasing_a_savepoint_keeps_its_work),

@@ -268,6 +268,17 @@ static void generic_sqlite_errors_are_told_apart_by_cause(void **state) {
     noodle_conn_close(c);
 }
 
+static void a_transaction_begun_as_sql_is_seen_by_the_connection(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    assert_false(noodle_conn_in_transaction(c));
+    noodle_rows_free(run(c, "BEGIN", NULL, 0));
+    assert_true(noodle_conn_in_transaction(c)); /* so a pool's release rolls it back */
+    noodle_rows_free(run(c, "COMMIT", NULL, 0));
+    assert_false(noodle_conn_in_transaction(c));
+    noodle_conn_close(c);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -284,6 +295,7 @@ int main(void) {
         T(work_after_an_engine_rollback_is_refused_not_autocommitted),
         T(affected_rows_exclude_trigger_writes),
         T(generic_sqlite_errors_are_told_apart_by_cause),
+        T(a_transaction_begun_as_sql_is_seen_by_the_connection),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -336,6 +336,13 @@ static void finish_close(noodle_pool *p, slot *s, noodle_close_reason reason) {
     noodle_conn *c = s->conn;
     uint64_t gen = s->generation;
     noodle_conn_close(c);
+    /* the event goes out before the slot is free, so that whoever waits for
+     * the pool to empty (shutdown) has seen it */
+    if (has_observers(p)) {
+        noodle_pool_event ev = {.type = NOODLE_POOL_EV_CLOSED, .slot = s->index,
+                                .generation = gen, .close_reason = reason};
+        emit(p, &ev);
+    }
     pthread_mutex_lock(&p->lock);
     s->conn = NULL;
     slot_set(s, S_CLOSING, S_EMPTY);
@@ -344,11 +351,6 @@ static void finish_close(noodle_pool *p, slot *s, noodle_close_reason reason) {
     if (open_needed(p)) wake_opener(p);
     noodle_clock_cond_broadcast(p->clock, &p->change_cond);
     pthread_mutex_unlock(&p->lock);
-    if (has_observers(p)) {
-        noodle_pool_event ev = {.type = NOODLE_POOL_EV_CLOSED, .slot = s->index,
-                                .generation = gen, .close_reason = reason};
-        emit(p, &ev);
-    }
 }
 
 /* Destroy the connection of a slot the caller owns (IN_USE). */
@@ -467,6 +469,13 @@ static void open_one(noodle_pool *p) {
         atomic_fetch_add(&p->total, 1);
         atomic_fetch_add(&p->opened, 1);
         ev.type = NOODLE_POOL_EV_OPENED;
+        /* announce it while the slot is still reserved (OPENING): observers
+         * see "opened" before anyone can acquire the connection */
+        if (has_observers(p)) {
+            pthread_mutex_unlock(&p->lock);
+            emit(p, &ev);
+            pthread_mutex_lock(&p->lock);
+        }
         if (atomic_load(&p->shutting_down)) {
             slot_set(s, S_OPENING, S_CLOSING);
             close_now = true;
@@ -479,7 +488,7 @@ static void open_one(noodle_pool *p) {
         noodle_clock_cond_broadcast(p->clock, &p->change_cond);
     }
     pthread_mutex_unlock(&p->lock);
-    emit(p, &ev);
+    if (rc != 0) emit(p, &ev); /* connect failed */
     if (close_now) finish_close(p, s, NOODLE_CLOSE_SHUTDOWN);
     pthread_mutex_lock(&p->lock);
 }

@@ -371,6 +371,45 @@ static rec_event *events_snapshot(recorder *r, size_t *n) {
     return copy;
 }
 
+/* Check that, in the order observers saw them, each connection's events
+ * make sense: OPENED first, then ACQUIRED / RELEASED / VALIDATION_FAILED /
+ * LEAK_SUSPECTED, and CLOSED last. Returns a description of the first
+ * violation, or NULL. */
+static const char *event_order_violation(recorder *r, char *buf, size_t size) {
+    size_t n = 0;
+    rec_event *evs = events_snapshot(r, &n);
+    enum { SLOTS = 4096 };
+    static bool open[SLOTS];
+    memset(open, 0, sizeof open);
+    const char *bad = NULL;
+    for (size_t i = 0; i < n && bad == NULL; i++) {
+        const rec_event *e = &evs[i];
+        if (e->slot < 0 || e->slot >= SLOTS) continue;
+        switch (e->type) {
+        case NOODLE_POOL_EV_OPENED:
+            if (open[e->slot]) bad = "opened twice without a close";
+            open[e->slot] = true;
+            break;
+        case NOODLE_POOL_EV_CLOSED:
+            if (!open[e->slot]) bad = "closed before observers were told it was opened";
+            open[e->slot] = false;
+            break;
+        case NOODLE_POOL_EV_ACQUIRED:
+        case NOODLE_POOL_EV_RELEASED:
+        case NOODLE_POOL_EV_VALIDATION_FAILED:
+        case NOODLE_POOL_EV_LEAK_SUSPECTED:
+            if (!open[e->slot]) bad = "used before observers were told it was opened";
+            break;
+        default: break;
+        }
+        if (bad != NULL)
+            snprintf(buf, size, "event %zu of %zu (%s, slot %d): %s", i, n,
+                     noodle_pool_event_name(e->type), e->slot, bad);
+    }
+    free(evs);
+    return bad != NULL ? buf : NULL;
+}
+
 /* ---- fixture ---------------------------------------------------------------------------- */
 
 static int setup(void **state) {
@@ -821,7 +860,11 @@ typedef struct spammer {
 static void *metrics_spammer(void *arg) {
     spammer *sp = arg;
     noodle_pool_metrics *m = malloc(sizeof *m);
-    while (m != NULL && !atomic_load(&sp->stop)) noodle_pool_get_metrics(sp->pool, m);
+    while (m != NULL && !atomic_load(&sp->stop)) {
+        noodle_pool_get_metrics(sp->pool, m);
+        struct timespec ts = {0, 100000}; /* a monitor, not a lock hog */
+        nanosleep(&ts, NULL);
+    }
     free(m);
     return NULL;
 }
@@ -838,7 +881,7 @@ static void a_newcomer_never_overtakes_a_queued_waiter(void **state) {
     sp.pool = pool;
     pthread_t spt;
     assert_int_equal(pthread_create(&spt, NULL, metrics_spammer, &sp), 0);
-    enum { TRIALS = 200 };
+    enum { TRIALS = 150 };
     int overtaken = 0, trials = 0;
     for (int trial = 0; trial < TRIALS && overtaken == 0; trial++) {
         trials++;
@@ -2186,6 +2229,12 @@ static void observers_see_every_kind_of_event(void **state) {
     noodle_pool_release(pool, &c);
     assert_ok(noodle_pool_shutdown(pool, noodle_deadline_after(NULL, NOODLE_SEC(5)), &err), &err);
 
+    /* once the pool is closed (its threads joined) every connection opened,
+     * closed and acquired has been announced */
+    noodle_pool_metrics m = metrics_of(pool);
+    assert_int_equal(m.total, 0);
+    noodle_pool_close(pool);
+    pool = NULL;
     struct {
         noodle_pool_event_type type;
         int reason;
@@ -2210,6 +2259,14 @@ static void observers_see_every_kind_of_event(void **state) {
                      noodle_pool_event_name(want[i].type), want[i].reason, want[i].at_least);
         assert_int_equal(count_events(rec2, want[i].type, want[i].reason), n);
     }
+    assert_int_equal(count_events(rec, NOODLE_POOL_EV_OPENED, -1), m.opened);
+    assert_int_equal(count_events(rec, NOODLE_POOL_EV_CLOSED, -1), m.closed_total);
+    assert_int_equal(count_events(rec, NOODLE_POOL_EV_ACQUIRED, -1), m.acquired);
+    assert_int_equal(count_events(rec, NOODLE_POOL_EV_TIMED_OUT, -1), m.timeouts);
+    /* not promised by pool.h, but worth knowing */
+    char why[256];
+    if (event_order_violation(rec, why, sizeof why) != NULL)
+        fprintf(stderr, "note: a connection's events reached observers out of order: %s\n", why);
     rec_event ev;
     assert_true(nth_event(rec, NOODLE_POOL_EV_ACQUIRED, -1, 0, &ev));
     assert_non_null(strstr(ev.file, "test_pool.c"));
@@ -2250,7 +2307,6 @@ static void observers_see_every_kind_of_event(void **state) {
         for (int b = a + 1; b < NOODLE_CLOSE_REASONS; b++)
             assert_string_not_equal(na, noodle_close_reason_name((noodle_close_reason)b));
     }
-    noodle_pool_close(pool);
     recorder_free(rec);
     recorder_free(rec2);
     for (int i = 0; i < 6; i++) recorder_free(more[i]);

@@ -2087,7 +2087,9 @@ static void hold_times_and_acquire_waits_are_measured(void **state) {
     m = metrics_of(pool);
     assert_int_equal(m.acquire_wait.count, 3);
     assert_true(m.acquire_wait.max_us >= 95000);
-    assert_true(m.acquire_wait.max_us <= (uint64_t)w.elapsed_us + 10000);
+    /* (the max also covers the first acquire, which may wait for the first
+     * connect on a loaded machine: the waiter's own wait is checked exactly
+     * through its ACQUIRED event below) */
     assert_true(noodle_histogram_quantile(&m.acquire_wait, 1.0) >= 95000);
     rec_event ev;
     size_t nacq = count_events(rec, NOODLE_POOL_EV_ACQUIRED, -1);
@@ -2103,8 +2105,11 @@ static void histogram_buckets_have_monotone_floors_and_each_value_falls_in_its_b
     void **state) {
     (void)state;
     const size_t N = NOODLE_HISTOGRAM_BUCKETS;
-    assert_int_equal(noodle_histogram_bucket_floor(0), 0);
-    assert_int_equal(noodle_histogram_bucket_floor(1), 1);
+    /* buckets 0-3 hold exactly 0, 1, 2 and 3 us */
+    for (uint64_t v = 0; v < 4; v++) {
+        assert_int_equal(noodle_histogram_bucket_floor(v), v);
+        assert_int_equal(noodle_histogram_bucket_of(v), v);
+    }
     for (size_t i = 1; i < N; i++) {
         uint64_t a = noodle_histogram_bucket_floor(i - 1), b = noodle_histogram_bucket_floor(i);
         if (b < a) fail_msg("floor(%zu) = %" PRIu64 " < floor(%zu) = %" PRIu64, i, b, i - 1, a);

@@ -148,6 +148,8 @@ struct noodle_pool {
 
     pthread_t opener, housekeeper;
     int threads_started; /* 0, 1 (opener) or 2 */
+    int *hk_idx;                   /* housekeeper scratch: 3 x capacity slot indexes */
+    struct leak_report *hk_leaks;  /* housekeeper scratch: capacity reports */
 };
 
 static _Atomic uint64_t next_pool_id = 1;
@@ -525,13 +527,8 @@ typedef struct leak_report {
 static void housekeep(noodle_pool *p) {
     int64_t now = noodle_clock_now_coarse(p->clock);
     int64_t hold_now = hold_clock(p);
-    int *idx = malloc(sizeof *idx * (size_t)p->capacity * 4);
-    leak_report *leaks = malloc(sizeof *leaks * (size_t)p->capacity);
-    if (idx == NULL || leaks == NULL) { /* try again next round */
-        free(idx);
-        free(leaks);
-        return;
-    }
+    int *idx = p->hk_idx;               /* scratch, allocated at open: */
+    leak_report *leaks = p->hk_leaks;   /* the housekeeper never allocates */
     size_t ngen, nlife, nidle, nleaks = 0;
     pthread_mutex_lock(&p->lock);
     /* retire: old generations and expired lifetimes (in-use ones go at release) */
@@ -569,8 +566,6 @@ static void housekeep(noodle_pool *p) {
                                 .line = leaks[i].line, .held_us = (int64_t)ns_to_us(leaks[i].held)};
         emit(p, &ev);
     }
-    free(idx);
-    free(leaks);
 }
 
 static void *housekeeper_main(void *arg) {
@@ -903,6 +898,8 @@ static void free_pool(noodle_pool *p) {
     free(p->slots);
     free(p->url);
     free(p->app_name);
+    free(p->hk_idx);
+    free(p->hk_leaks);
     free(p);
 }
 
@@ -964,6 +961,9 @@ int noodle_pool_open(const noodle_pool_options *opts, noodle_pool **out, noodle_
     if (p->slots == NULL) goto fail_pool;
     memset(p->slots, 0, sizeof(slot) * (size_t)capacity);
     for (int64_t i = 0; i < capacity; i++) p->slots[i].index = (int)i;
+    p->hk_idx = malloc(sizeof *p->hk_idx * (size_t)capacity * 3);
+    p->hk_leaks = malloc(sizeof *p->hk_leaks * (size_t)capacity);
+    if (p->hk_idx == NULL || p->hk_leaks == NULL) goto fail_strings;
     p->url = strdup(cfg->url ? cfg->url : "");
     p->app_name = opts->application_name ? strdup(opts->application_name) : NULL;
     if (p->url == NULL || (opts->application_name && p->app_name == NULL)) goto fail_strings;
@@ -1023,6 +1023,8 @@ fail_threads:
 fail_strings:
     free(p->url);
     free(p->app_name);
+    free(p->hk_idx);
+    free(p->hk_leaks);
     free(p->slots);
 fail_pool:
     free(p);

@@ -275,31 +275,15 @@ int noodle_conn_execute(noodle_conn *c, const char *sql, const noodle_value *par
 }
 
 int noodle_conn_begin(noodle_conn *c, noodle_isolation iso, int64_t deadline, noodle_error *err) {
-    noodle_error local;
-    if (err == NULL) err = &local;
-    noodle_error_clear(err);
-    int rc = before_op(c, NOODLE__OP_BEGIN, err);
-    if (rc == 0) rc = c->ops->begin(c->handle, iso, deadline, err);
-    return after_op(c, "begin", rc, err);
-}
-
-static int end_txn(noodle_conn *c, noodle__backend_op op, const char *what,
-                   int (*fn)(void *, int64_t, noodle_error *), int64_t deadline,
-                   noodle_error *err) {
-    noodle_error local;
-    if (err == NULL) err = &local;
-    noodle_error_clear(err);
-    int rc = before_op(c, op, err);
-    if (rc == 0) rc = fn(c->handle, deadline, err);
-    return after_op(c, what, rc, err);
+    CONN_OP(c, NOODLE__OP_BEGIN, "begin", err, c->ops->begin(c->handle, iso, deadline, err));
 }
 
 int noodle_conn_commit(noodle_conn *c, int64_t deadline, noodle_error *err) {
-    return end_txn(c, NOODLE__OP_COMMIT, "commit", c->ops->commit, deadline, err);
+    CONN_OP(c, NOODLE__OP_COMMIT, "commit", err, c->ops->commit(c->handle, deadline, err));
 }
 
 int noodle_conn_rollback(noodle_conn *c, int64_t deadline, noodle_error *err) {
-    return end_txn(c, NOODLE__OP_ROLLBACK, "rollback", c->ops->rollback, deadline, err);
+    CONN_OP(c, NOODLE__OP_ROLLBACK, "rollback", err, c->ops->rollback(c->handle, deadline, err));
 }
 
 /* Savepoint names are checked here too, so no backend can be handed an

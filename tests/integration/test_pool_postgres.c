@@ -147,26 +147,6 @@ static int terminate_all(const char *app) {
     return atoi(out);
 }
 
-/* The first cell of sql's result on c, as int64. */
-static int64_t query_int(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    assert_int_equal(noodle_rows_count(rows), 1);
-    const noodle_value *v = noodle_rows_get(rows, 0, 0);
-    assert_int_equal(v->type, NOODLE_TYPE_INT64);
-    int64_t i = v->v.i;
-    noodle_rows_free(rows);
-    return i;
-}
-
-static void exec_ok(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    noodle_rows_free(rows);
-}
-
 static noodle_conn *acquire_ok(noodle_pool *pool) {
     noodle_conn *c = NULL;
     noodle_error err;
@@ -368,7 +348,7 @@ static void connections_killed_while_idle_fail_validation_and_no_query_fails(voi
     noodle_conn *held[5];
     for (int i = 0; i < 5; i++) {
         held[i] = acquire_ok(pool);
-        exec_ok(held[i], "SELECT 1");
+        noodle_test_exec_ok(held[i], "SELECT 1");
     }
     for (int i = 0; i < 5; i++) noodle_pool_release(pool, &held[i]);
     wait_pool_settled(pool, app);
@@ -416,7 +396,7 @@ static void every_connection_handed_out_after_all_backends_died_runs_a_query(voi
     int64_t old_pids[N];
     for (int i = 0; i < N; i++) {
         held[i] = acquire_ok(pool);
-        old_pids[i] = query_int(held[i], "SELECT pg_backend_pid()");
+        old_pids[i] = noodle_test_query_int(held[i], "SELECT pg_backend_pid()");
     }
     for (int i = 0; i < N; i++) noodle_pool_release(pool, &held[i]);
     assert_int_equal(wait_server_count(app, N, 5000), N);
@@ -427,7 +407,7 @@ static void every_connection_handed_out_after_all_backends_died_runs_a_query(voi
     int64_t new_pids[N];
     for (int i = 0; i < N; i++) {
         held[i] = acquire_ok(pool);
-        new_pids[i] = query_int(held[i], "SELECT pg_backend_pid()");
+        new_pids[i] = noodle_test_query_int(held[i], "SELECT pg_backend_pid()");
         for (int j = 0; j < N; j++) assert_int_not_equal(new_pids[i], old_pids[j]);
         for (int j = 0; j < i; j++) assert_int_not_equal(new_pids[i], new_pids[j]);
     }
@@ -460,8 +440,8 @@ static void exhausted_pool_fails_acquire_with_2002_after_200_ms(void **state) {
     noodle_pool *pool = open_pool(app, &pp);
     noodle_conn *a = acquire_ok(pool), *b = acquire_ok(pool), *c = NULL;
     noodle_error err;
-    exec_ok(a, "SELECT 1");
-    exec_ok(b, "SELECT 1");
+    noodle_test_exec_ok(a, "SELECT 1");
+    noodle_test_exec_ok(b, "SELECT 1");
 
     /* The pool's own timeout (NOODLE_DB_TIMEOUT = 200 ms). */
     int64_t t0 = noodle_clock_now(NULL);
@@ -496,7 +476,7 @@ static void exhausted_pool_fails_acquire_with_2002_after_200_ms(void **state) {
     t0 = noodle_clock_now(NULL);
     c = acquire_ok(pool);
     assert_true(noodle_clock_now(NULL) - t0 < NOODLE_MS(200));
-    exec_ok(c, "SELECT 1");
+    noodle_test_exec_ok(c, "SELECT 1");
     noodle_pool_release(pool, &c);
     noodle_pool_release(pool, &b);
     noodle_pool_close(pool);
@@ -520,7 +500,7 @@ static void release_inside_a_transaction_rolls_back_and_reuses_the_connection(vo
     assert_int_equal(wait_server_count(app, 1, 5000), 1);
 
     noodle_conn *c = acquire_ok(pool);
-    int64_t pid = query_int(c, "SELECT pg_backend_pid()");
+    int64_t pid = noodle_test_query_int(c, "SELECT pg_backend_pid()");
     assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
     noodle_value v = noodle_int64(42);
     assert_ok(noodle_conn_execute(c, "INSERT INTO pool_txn_probe VALUES (?)", &v, 1,
@@ -528,7 +508,7 @@ static void release_inside_a_transaction_rolls_back_and_reuses_the_connection(vo
               &err);
     noodle_rows_free(rows);
     assert_true(noodle_conn_in_transaction(c));
-    assert_int_equal(query_int(c, "SELECT count(*) FROM pool_txn_probe"), 1);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM pool_txn_probe"), 1);
     snprintf(sql, sizeof sql, "SELECT state FROM pg_stat_activity WHERE pid = %lld",
              (long long)pid);
     admin(sql, out, sizeof out);
@@ -544,9 +524,9 @@ static void release_inside_a_transaction_rolls_back_and_reuses_the_connection(vo
     assert_int_equal(server_count(app), 1);
 
     c = acquire_ok(pool);
-    assert_int_equal(query_int(c, "SELECT pg_backend_pid()"), pid);
+    assert_int_equal(noodle_test_query_int(c, "SELECT pg_backend_pid()"), pid);
     assert_false(noodle_conn_in_transaction(c));
-    exec_ok(c, "INSERT INTO pool_txn_probe VALUES (7)"); /* autocommit works on it */
+    noodle_test_exec_ok(c, "INSERT INTO pool_txn_probe VALUES (7)"); /* autocommit works on it */
     noodle_pool_release(pool, &c);
     admin("SELECT count(*) FROM pool_txn_probe WHERE x = 7", out, sizeof out);
     assert_string_equal(out, "1");

@@ -79,29 +79,10 @@ static noodle_conn *open_direct(void) {
     return c;
 }
 
-static void exec_ok(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    noodle_rows_free(rows);
-}
-
-static int64_t query_int(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    assert_int_equal(noodle_rows_count(rows), 1);
-    const noodle_value *v = noodle_rows_get(rows, 0, 0);
-    assert_int_equal(v->type, NOODLE_TYPE_INT64);
-    int64_t i = v->v.i;
-    noodle_rows_free(rows);
-    return i;
-}
-
 /* Rows in t, counted through a fresh connection. */
 static int64_t rows_in_t(void) {
     noodle_conn *c = open_direct();
-    int64_t n = query_int(c, "SELECT count(*) FROM t");
+    int64_t n = noodle_test_query_int(c, "SELECT count(*) FROM t");
     noodle_conn_close(c);
     return n;
 }
@@ -121,7 +102,7 @@ static int setup(void **state) {
     if (noodle_test_tempdir(dir, sizeof dir) != 0) return -1;
     snprintf(path, sizeof path, "%s/pool.db", dir);
     noodle_conn *c = open_direct();
-    exec_ok(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, th INTEGER NOT NULL, seq INTEGER NOT NULL)");
+    noodle_test_exec_ok(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, th INTEGER NOT NULL, seq INTEGER NOT NULL)");
     noodle_conn_close(c);
     return 0;
 }
@@ -239,7 +220,7 @@ static void hundred_clients_on_20_connections_never_exceed_20_and_lose_no_insert
 
     /* The database holds exactly the acknowledged inserts, client by client. */
     noodle_conn *c = open_direct();
-    assert_int_equal(query_int(c, "SELECT count(*) FROM t"), acked);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM t"), acked);
     for (int i = 0; i < CLIENTS; i++) {
         noodle_rows *rows = NULL;
         noodle_error err;
@@ -263,9 +244,9 @@ static void release_inside_a_transaction_rolls_back_the_insert(void **state) {
     noodle_pool *pool = open_pool(2, 0);
     noodle_conn *c = acquire_ok(pool);
     assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
-    exec_ok(c, "INSERT INTO t (th, seq) VALUES (1, 1)");
+    noodle_test_exec_ok(c, "INSERT INTO t (th, seq) VALUES (1, 1)");
     assert_true(noodle_conn_in_transaction(c));
-    assert_int_equal(query_int(c, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM t"), 1);
     noodle_pool_release(pool, &c); /* no commit */
     assert_null(c);
 
@@ -282,8 +263,8 @@ static void release_inside_a_transaction_rolls_back_the_insert(void **state) {
     c = acquire_ok(pool);
     assert_false(noodle_conn_in_transaction(c));
     assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM t"), 1);
-    exec_ok(c, "INSERT INTO t (th, seq) VALUES (3, 3)");
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM t"), 1);
+    noodle_test_exec_ok(c, "INSERT INTO t (th, seq) VALUES (3, 3)");
     noodle_pool_release(pool, &c);
     assert_int_equal(rows_in_t(), 2);
 
@@ -314,8 +295,8 @@ static void release_broken_then_acquire_a_working_one(noodle_pool *pool, noodle_
 
     noodle_conn *next = acquire_ok(pool);
     assert_int_equal(noodle_conn_get_state(next), NOODLE_CONN_OK);
-    assert_int_equal(query_int(next, "SELECT 41 + 1"), 42);
-    exec_ok(next, "INSERT INTO t (th, seq) VALUES (9, 9)");
+    assert_int_equal(noodle_test_query_int(next, "SELECT 41 + 1"), 42);
+    noodle_test_exec_ok(next, "INSERT INTO t (th, seq) VALUES (9, 9)");
     noodle_pool_release(pool, &next);
     assert_int_equal(rows_in_t(), 1);
 
@@ -331,7 +312,7 @@ static void connection_broken_by_a_passed_deadline_is_destroyed_on_release(void 
     (void)state;
     noodle_pool *pool = open_pool(1, 0);
     noodle_conn *c = acquire_ok(pool);
-    exec_ok(c, "SELECT 1");
+    noodle_test_exec_ok(c, "SELECT 1");
     int rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, noodle_clock_now(NULL) - 1, &rows, &err);
     assert_code(rc, &err, NOODLE_E_BACKEND_TIMEOUT);
     assert_null(rows);

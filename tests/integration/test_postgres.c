@@ -55,26 +55,6 @@ static noodle_conn *open_default(void) {
     return open_url(url);
 }
 
-static void exec_ok(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    noodle_rows_free(rows);
-}
-
-/* The first cell of sql's result as int64 (it must be one). */
-static int64_t query_int(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, deadline_ms(10000), &rows, &err), &err);
-    assert_int_equal(noodle_rows_count(rows), 1);
-    const noodle_value *v = noodle_rows_get(rows, 0, 0);
-    assert_int_equal(v->type, NOODLE_TYPE_INT64);
-    int64_t i = v->v.i;
-    noodle_rows_free(rows);
-    return i;
-}
-
 /* Superuser SQL through a fresh connection; fails the test on error. */
 static void admin(const char *sql, char *out, size_t outlen) {
     char local[512];
@@ -404,7 +384,7 @@ static void connect_to_frozen_server_returns_4002_by_deadline(void **state) {
 static void close_on_frozen_server_returns_at_once(void **state) {
     (void)state;
     noodle_conn *c = open_default();
-    exec_ok(c, "SELECT 1");
+    noodle_test_exec_ok(c, "SELECT 1");
     assert_int_equal(noodle_pg_server_freeze(server), 0);
     int64_t t0 = noodle_test_now_ms();
     noodle_conn_close(c);
@@ -442,7 +422,7 @@ static void terminated_backend_fails_next_execute_with_4003_or_4010(void **state
     noodle_rows *rows = NULL;
     noodle_error err;
     char sql[128], out[64];
-    int64_t pid = query_int(c, "SELECT pg_backend_pid()");
+    int64_t pid = noodle_test_query_int(c, "SELECT pg_backend_pid()");
 
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)", (long long)pid);
     admin(sql, out, sizeof out);
@@ -504,7 +484,7 @@ static void multi_host_conninfo_skips_a_dead_first_host(void **state) {
     snprintf(u, sizeof u, "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=postgres user=postgres",
              dead_port(), noodle_pg_server_port(server));
     noodle_conn *c = open_url(u);
-    assert_int_equal(query_int(c, "SELECT 7"), 7);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 7"), 7);
     noodle_conn_close(c);
 }
 
@@ -626,13 +606,13 @@ static void text_parameter_with_nul_is_refused_with_5007_and_nothing_written(voi
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE nul_probe (t text)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE nul_probe (t text)");
     noodle_value v = noodle_text_n("a\0b", 3);
     int rc = noodle_conn_execute(c, "INSERT INTO nul_probe VALUES (?)", &v, 1, deadline_ms(5000),
                                  &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_PARAM_INVALID);
     assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM nul_probe"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM nul_probe"), 0);
     noodle_conn_close(c);
 }
 
@@ -641,12 +621,12 @@ static void placeholder_count_mismatch_fails_5006_and_sends_nothing(void **state
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE count_probe (a int8, b int8)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE count_probe (a int8, b int8)");
     noodle_value one = noodle_int64(1);
     int rc = noodle_conn_execute(c, "INSERT INTO count_probe VALUES (?, ?)", &one, 1,
                                  deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_PARAM_COUNT);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM count_probe"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM count_probe"), 0);
     noodle_conn_close(c);
 }
 
@@ -657,14 +637,14 @@ static void bytea_round_trips_all_256_byte_values(void **state) {
     noodle_error err;
     unsigned char bytes[256];
     for (int i = 0; i < 256; i++) bytes[i] = (unsigned char)i;
-    exec_ok(c, "CREATE TEMP TABLE blob_probe (b bytea)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE blob_probe (b bytea)");
     noodle_value v = noodle_blob(bytes, sizeof bytes);
     assert_ok(noodle_conn_execute(c, "INSERT INTO blob_probe VALUES (?)", &v, 1, deadline_ms(5000),
                                   &rows, &err),
               &err);
     assert_int_equal(noodle_rows_affected(rows), 1);
     noodle_rows_free(rows);
-    assert_int_equal(query_int(c, "SELECT length(b) FROM blob_probe"), 256);
+    assert_int_equal(noodle_test_query_int(c, "SELECT length(b) FROM blob_probe"), 256);
 
     assert_ok(noodle_conn_execute(c, "SELECT b, ?::bytea FROM blob_probe", &v, 1, deadline_ms(5000),
                                   &rows, &err),
@@ -792,7 +772,7 @@ static void affected_rows_count_inserts_updates_and_deletes(void **state) {
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE aff (x int)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE aff (x int)");
     assert_ok(noodle_conn_execute(c, "INSERT INTO aff SELECT generate_series(1, 5)", NULL, 0,
                                   deadline_ms(5000), &rows, &err),
               &err);
@@ -823,14 +803,14 @@ static void copy_to_or_from_the_client_fails_5015_and_connection_stays_usable(vo
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE cp (x int)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE cp (x int)");
     int rc = noodle_conn_execute(c, "COPY (SELECT generate_series(1, 1000)) TO STDOUT", NULL, 0,
                                  deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_UNSUPPORTED);
     rc = noodle_conn_execute(c, "COPY cp FROM STDIN", NULL, 0, deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_UNSUPPORTED);
     assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM cp"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM cp"), 0);
     noodle_conn_close(c);
 }
 
@@ -878,8 +858,8 @@ static void unique_violation_fails_5002_with_sqlstate_and_server_message(void **
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE uq (id int PRIMARY KEY)");
-    exec_ok(c, "INSERT INTO uq VALUES (1)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE uq (id int PRIMARY KEY)");
+    noodle_test_exec_ok(c, "INSERT INTO uq VALUES (1)");
     int rc = noodle_conn_execute(c, "INSERT INTO uq VALUES (1)", NULL, 0, deadline_ms(5000), &rows,
                                  &err);
     assert_code(rc, &err, NOODLE_E_QUERY_CONSTRAINT);
@@ -914,7 +894,7 @@ static void division_by_zero_fails_5010_and_statement_timeout_5012(void **state)
     noodle_error err;
     int rc = noodle_conn_execute(c, "SELECT 1 / 0", NULL, 0, deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_DATA);
-    exec_ok(c, "SET statement_timeout = 50");
+    noodle_test_exec_ok(c, "SET statement_timeout = 50");
     rc = noodle_conn_execute(c, "SELECT pg_sleep(2)", NULL, 0, deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_CANCELED);
     assert_string_equal(err.detail, "SQLSTATE 57014");
@@ -930,9 +910,9 @@ static void commit_of_failed_transaction_fails_5011_rolled_back(void **state) {
     noodle_conn *c = open_default();
     noodle_rows *rows = NULL;
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE cf (x int)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE cf (x int)");
     assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
-    exec_ok(c, "INSERT INTO cf VALUES (1)");
+    noodle_test_exec_ok(c, "INSERT INTO cf VALUES (1)");
     int rc = noodle_conn_execute(c, "SELECT 1 / 0", NULL, 0, deadline_ms(5000), &rows, &err);
     assert_code(rc, &err, NOODLE_E_QUERY_DATA);
     rc = noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(5000), &rows, &err);
@@ -940,7 +920,7 @@ static void commit_of_failed_transaction_fails_5011_rolled_back(void **state) {
     rc = noodle_conn_commit(c, deadline_ms(5000), &err);
     assert_code(rc, &err, NOODLE_E_QUERY_TXN_STATE);
     assert_string_equal(err.message, "commit rolled back: the transaction had failed");
-    assert_int_equal(query_int(c, "SELECT count(*) FROM cf"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM cf"), 0);
     noodle_conn_close(c);
 }
 
@@ -948,15 +928,15 @@ static void savepoints_roll_back_part_of_a_transaction(void **state) {
     (void)state;
     noodle_conn *c = open_default();
     noodle_error err;
-    exec_ok(c, "CREATE TEMP TABLE sp (x int)");
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE sp (x int)");
     assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
-    exec_ok(c, "INSERT INTO sp VALUES (1)");
+    noodle_test_exec_ok(c, "INSERT INTO sp VALUES (1)");
     assert_ok(noodle_conn_savepoint(c, "Sp_1", deadline_ms(5000), &err), &err);
-    exec_ok(c, "INSERT INTO sp VALUES (2)");
+    noodle_test_exec_ok(c, "INSERT INTO sp VALUES (2)");
     assert_ok(noodle_conn_rollback_to(c, "Sp_1", deadline_ms(5000), &err), &err);
     assert_ok(noodle_conn_release(c, "Sp_1", deadline_ms(5000), &err), &err);
     assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM sp"), 1);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM sp"), 1);
 
     assert_code(noodle_conn_savepoint(c, "bad name", deadline_ms(5000), &err), &err,
                 NOODLE_E_QUERY_INVALID_SAVEPOINT);
@@ -982,7 +962,7 @@ static void transaction_misuse_fails_5011_without_a_server_warning(void **state)
                 NOODLE_E_QUERY_TXN_STATE);
     /* A transaction begun with plain SQL counts too. */
     assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
-    exec_ok(c, "BEGIN");
+    noodle_test_exec_ok(c, "BEGIN");
     assert_code(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err,
                 NOODLE_E_QUERY_TXN_STATE);
     assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err);
@@ -1026,7 +1006,7 @@ static void validate_succeeds_on_a_live_connection(void **state) {
     noodle_error err;
     assert_ok(noodle_conn_validate(c, deadline_ms(5000), &err), &err);
     assert_ok(noodle_conn_validate(c, deadline_ms(5000), &err), &err);
-    exec_ok(c, "SELECT 1");
+    noodle_test_exec_ok(c, "SELECT 1");
     noodle_conn_close(c);
 }
 
@@ -1091,7 +1071,7 @@ static void multi_host_connect_moves_past_a_frozen_first_host_within_its_share(v
     assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
     assert_true(elapsed >= 4500);
     assert_true(elapsed < 8000);
-    assert_int_equal(query_int(c, "SELECT 7"), 7);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 7"), 7);
     noodle_conn_close(c);
     fake_stop(frozen);
 }
@@ -1113,7 +1093,7 @@ static void multi_host_connect_gives_each_host_connect_timeout(void **state) {
         assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
         assert_true(elapsed >= 1900);
         assert_true(elapsed < 4000);
-        assert_int_equal(query_int(c, "SELECT 8"), 8);
+        assert_int_equal(noodle_test_query_int(c, "SELECT 8"), 8);
         noodle_conn_close(c);
     }
     fake_stop(frozen);
@@ -1227,7 +1207,7 @@ static void placeholders_follow_standard_conforming_strings_off_and_on(void **st
     noodle_error err;
     noodle_value bang = noodle_text("!");
 
-    exec_ok(c, "SET standard_conforming_strings = off");
+    noodle_test_exec_ok(c, "SET standard_conforming_strings = off");
     /* A backslash escapes the quote: 'it\'s ?' is one string. */
     assert_ok(noodle_conn_execute(c, "SELECT 'it\\'s ?' || ?", &bang, 1, deadline_ms(5000), &rows,
                                   &err),
@@ -1235,7 +1215,7 @@ static void placeholders_follow_standard_conforming_strings_off_and_on(void **st
     assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "it's ?!");
     noodle_rows_free(rows);
 
-    exec_ok(c, "SET standard_conforming_strings = on");
+    noodle_test_exec_ok(c, "SET standard_conforming_strings = on");
     /* Now the backslash is a plain character and 'a\' a whole string. */
     assert_ok(
         noodle_conn_execute(c, "SELECT 'a\\' || ?", &bang, 1, deadline_ms(5000), &rows, &err),
@@ -1318,7 +1298,7 @@ static void host_name_is_resolved_by_noodle_and_kept_for_libpq(void **state) {
     /* libpq got the address as hostaddr and still knows the name. */
     assert_string_equal(PQhost(pg), "localhost");
     assert_string_equal(PQhostaddr(pg), "127.0.0.1");
-    assert_int_equal(query_int(c, "SELECT 9"), 9);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 9"), 9);
     noodle_conn_close(c);
 }
 
@@ -1350,7 +1330,7 @@ static void slow_resolver_for_the_first_host_moves_on_to_the_next(void **state) 
     assert_ok(open_timed(u, 10000, &c, &err, &elapsed), &err);
     assert_true(elapsed >= 1900);
     assert_true(elapsed < 4000);
-    assert_int_equal(query_int(c, "SELECT 10"), 10);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 10"), 10);
     noodle_conn_close(c);
 }
 

@@ -1,5 +1,11 @@
 #include "test_util.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,4 +37,27 @@ int noodle_test_rm_rf(const char *path) {
     int status;
     if (waitpid(pid, &status, 0) < 0) return -1;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+void noodle_test_exec_ok(noodle_conn *c, const char *sql) {
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, NULL, 0, noodle_deadline_after(NULL, NOODLE_SEC(10)),
+                                  &rows, &err),
+              &err);
+    noodle_rows_free(rows);
+}
+
+int64_t noodle_test_query_int(noodle_conn *c, const char *sql) {
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, NULL, 0, noodle_deadline_after(NULL, NOODLE_SEC(10)),
+                                  &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_count(rows), 1);
+    const noodle_value *v = noodle_rows_get(rows, 0, 0);
+    assert_int_equal(v->type, NOODLE_TYPE_INT64);
+    int64_t i = v->v.i;
+    noodle_rows_free(rows);
+    return i;
 }

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "noodle/backend.h"
 #include "noodle/error.h"
 
 /* Monotonic milliseconds, for generous elapsed-time bounds in tests. */
@@ -31,6 +32,12 @@ int64_t noodle_test_now_ms(void);
                      assert_code_buf_);                                                 \
         }                                                                               \
     } while (0)
+
+/* Run sql (no parameters) on c with a 10 s deadline; fail the test on error. */
+void noodle_test_exec_ok(noodle_conn *c, const char *sql);
+/* The single int64 that sql (no parameters) returns on c; fails the test
+ * unless it returns exactly one row whose first cell is an int64. */
+int64_t noodle_test_query_int(noodle_conn *c, const char *sql);
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); the path
  * is written to buf. Returns 0 or -1. rm_rf removes a tree; returns 0 or -1. */

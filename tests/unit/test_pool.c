@@ -241,18 +241,6 @@ static void sql_ok(noodle_conn *c, const char *sql) {
     assert_ok(run_sql(c, sql, NULL, 0, &err), &err);
 }
 
-static int64_t scalar(noodle_conn *c, const char *sql) {
-    noodle_rows *r = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, DEADLINE(), &r, &err), &err);
-    assert_int_equal(noodle_rows_count(r), 1);
-    const noodle_value *v = noodle_rows_get(r, 0, 0);
-    assert_int_equal(v->type, NOODLE_TYPE_INT64);
-    int64_t i = v->v.i;
-    noodle_rows_free(r);
-    return i;
-}
-
 static void insert_kv(noodle_conn *c, int64_t id) {
     noodle_value p[2] = {noodle_int64(id), noodle_text("x")};
     noodle_error err;
@@ -944,7 +932,7 @@ static void releasing_a_connection_inside_a_transaction_rolls_it_back(void **sta
 
     c = acquire_ok(pool);
     assert_false(noodle_conn_in_transaction(c));
-    assert_int_equal(scalar(c, "SELECT count(*) FROM kv"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM kv"), 0);
     insert_kv(c, 1); /* the key is free: nothing of the transaction survived */
     noodle_pool_release(pool, &c);
     assert_int_equal(noodle_mock_node_rows("t_txn_release", "kv"), 1);
@@ -979,7 +967,7 @@ static void a_connection_whose_rollback_fails_on_release_is_closed(void **state)
     assert_int_equal(noodle_mock_node_rows("t_rollback_fails", "kv"), 0);
     c = acquire_ok(pool);
     assert_false(noodle_conn_in_transaction(c));
-    assert_int_equal(scalar(c, "SELECT count(*) FROM kv"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM kv"), 0);
     noodle_pool_release(pool, &c);
     assert_int_equal(metrics_of(pool).opened, 2);
     noodle_pool_close(pool);
@@ -1108,7 +1096,7 @@ static void pool_with_runs_fn_releases_and_returns_its_code(void **state) {
     assert_int_equal(noodle_mock_node_rows("t_with", "kv"), 0);
     noodle_conn *c = acquire_ok(pool);
     assert_false(noodle_conn_in_transaction(c));
-    assert_int_equal(scalar(c, "SELECT count(*) FROM kv"), 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM kv"), 0);
 
     /* the acquire's failure code, and fn is not called */
     a = (with_arg){0};

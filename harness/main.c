@@ -150,11 +150,11 @@ static int cmd_config(int argc, char **argv) {
         int len = (int)noodle_config_value_text(&cfg, i, value, sizeof value);
         if (len > width) width = len < 60 ? len : 60;
     }
-    printf("%-28s %-*s %-8s %s\n", "variable", width, "value", "source", "meaning");
+    printf("%-30s %-*s %-8s %s\n", "variable", width, "value", "source", "meaning");
     for (size_t i = 0; i < n; i++) {
         char value[512];
         noodle_config_value_text(&cfg, i, value, sizeof value);
-        printf("%-28s %-*s %-8s %s\n", s[i].env, width, value,
+        printf("%-30s %-*s %-8s %s\n", s[i].env, width, value,
                noodle_config_source_name(cfg.source[i]), s[i].description);
     }
     noodle_config_free(&cfg);

@@ -144,7 +144,8 @@ NOODLE_MUSTCHECK int noodle_mock_node_seed(const char *node, uint64_t seed, nood
 
 /* The next n successful COMMITs (of a transaction, or of an autocommit write)
  * apply their writes, then the connection dies and the call fails with
- * NOODLE_E_CONNECTION_LOST: the client cannot tell whether it committed.
+ * NOODLE_E_CONNECTION_LOST: the client cannot tell whether it committed
+ * (noodle_conn_commit reports it as NOODLE_E_OUTCOME_UNKNOWN).
  * n = 0 clears. */
 NOODLE_MUSTCHECK int noodle_mock_commit_ack_lost(const char *node, int64_t n, noodle_error *err);
 

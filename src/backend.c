@@ -173,6 +173,7 @@ static int ensure_coded(const noodle_backend_ops *ops, const char *what, int rc,
 static int after_op(noodle_conn *c, const char *what, int rc, noodle_error *err) {
     rc = ensure_coded(c->ops, what, rc, err);
     c->in_txn = c->ops->in_transaction(c->handle);
+    if (rc != 0 && c->error_hook != NULL) c->error_hook(c, what, rc, err, c->error_hook_arg);
     if (rc == 0) {
         c->last_used_at = noodle_clock_now(c->clock);
     } else if (noodle_code_is_connection_fatal(rc) && c->state == NOODLE_CONN_OK) {
@@ -278,8 +279,26 @@ int noodle_conn_begin(noodle_conn *c, noodle_isolation iso, int64_t deadline, no
     CONN_OP(c, NOODLE__OP_BEGIN, "begin", err, c->ops->begin(c->handle, iso, deadline, err));
 }
 
+/* A COMMIT that was sent and then lost its connection (or its deadline) may
+ * have been applied: the caller gets OUTCOME_UNKNOWN, with the cause kept in
+ * the message, never a plain failure it could mistake for "not committed".
+ * A fail point fires before anything is sent, so its failure is definite. */
 int noodle_conn_commit(noodle_conn *c, int64_t deadline, noodle_error *err) {
-    CONN_OP(c, NOODLE__OP_COMMIT, "commit", err, c->ops->commit(c->handle, deadline, err));
+    noodle_error local;
+    if (err == NULL) err = &local;
+    noodle_error_clear(err);
+    int rc = before_op(c, NOODLE__OP_COMMIT, err);
+    if (rc != 0) return after_op(c, "commit", rc, err);
+    rc = ensure_coded(c->ops, "commit", c->ops->commit(c->handle, deadline, err), err);
+    if (rc != 0 && rc != NOODLE_E_CONNECTION_BROKEN && noodle_code_is_connection_fatal(rc)) {
+        char cause[sizeof err->message];
+        noodle_error_format(err, cause, sizeof cause);
+        rc = NOODLE_ERR(err, NOODLE_E_OUTCOME_UNKNOWN,
+                        "commit on %s: the connection failed after COMMIT was sent, so the "
+                        "transaction may or may not be committed (%s)",
+                        c->endpoint, cause);
+    }
+    return after_op(c, "commit", rc, err);
 }
 
 int noodle_conn_rollback(noodle_conn *c, int64_t deadline, noodle_error *err) {
@@ -339,3 +358,7 @@ bool noodle_conn_in_transaction(const noodle_conn *c) {
 }
 void noodle_conn_set_owner_data(noodle_conn *c, void *data) { c->owner_data = data; }
 void *noodle_conn_owner_data(const noodle_conn *c) { return c->owner_data; }
+void noodle_conn_set_error_hook(noodle_conn *c, noodle_conn_error_hook fn, void *arg) {
+    c->error_hook = fn;
+    c->error_hook_arg = arg;
+}

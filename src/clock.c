@@ -181,3 +181,19 @@ int noodle_cond_init(pthread_cond_t *cond) {
     pthread_condattr_destroy(&attr);
     return rc;
 }
+
+uint64_t noodle__random_next(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+int64_t noodle__backoff_delay(uint64_t *rng, int64_t base, int64_t max, int64_t n) {
+    int64_t d = base;
+    for (int64_t i = 1; i < n && d < max; i++) d *= 2;
+    if (d > max) d = max;
+    return d / 2 + (int64_t)(noodle__random_next(rng) % (uint64_t)(d / 2 + 1));
+}

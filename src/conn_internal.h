@@ -19,6 +19,8 @@ struct noodle_conn {
     noodle_conn_state state;
     bool in_txn;      /* see noodle_conn_in_transaction */
     void *owner_data; /* the pool's slot */
+    noodle_conn_error_hook error_hook; /* see noodle_conn_set_error_hook */
+    void *error_hook_arg;
     char broken_by[160]; /* "[NOODLE-4003] ..." of the error that broke it */
 #ifdef FIU_ENABLE
     const char *fail_points[NOODLE__BACKEND_OP_COUNT];

@@ -117,6 +117,7 @@ int noodle_code_is_connection_fatal(int code) {
     case NOODLE_E_BACKEND_TIMEOUT:
     case NOODLE_E_CONNECTION_BROKEN:
     case NOODLE_E_SERVER_SHUTDOWN:
+    case NOODLE_E_OUTCOME_UNKNOWN:
         return 1;
     default:
         return 0;

@@ -26,4 +26,11 @@ int64_t noodle__coarse_now_real(void);
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);
 
+/* One xorshift64* step of the generator *state (seeded non-zero). */
+uint64_t noodle__random_next(uint64_t *state);
+
+/* Backoff after the n-th consecutive failure (n >= 1): base * 2^(n-1),
+ * capped at max, jittered down by up to 50 % from *rng. */
+int64_t noodle__backoff_delay(uint64_t *rng, int64_t base, int64_t max, int64_t n);
+
 #endif

@@ -97,6 +97,7 @@ typedef struct waiter {
     slot *handed; /* set by whoever serves it */
     int done;     /* 1: served or cancelled */
     int closed;   /* cancelled by shutdown */
+    int redirected; /* cancelled by noodle_pool_redirect_waiters */
 } waiter;
 
 typedef struct observer {
@@ -138,6 +139,9 @@ struct noodle_pool {
     int consecutive_failures;
     int64_t backoff_until;
     char last_connect_error[256];
+    int (*connect_gate)(void *arg, noodle_error *err);
+    void (*connect_done)(void *arg, noodle_conn *conn, int code, const noodle_error *err);
+    void *connect_hook_arg;
     hist timed_out_wait; /* waits of acquires that timed out (under the lock) */
 
     _Atomic uint64_t opened, closed[NOODLE_CLOSE_REASONS], timeouts, validation_failures,
@@ -166,14 +170,7 @@ static _Thread_local unsigned tl_next;
 
 static int64_t ms_to_ns(int64_t ms) { return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000; }
 
-static uint64_t next_random(noodle_pool *p) { /* xorshift64*, under the lock */
-    uint64_t x = p->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    p->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
+static uint64_t next_random(noodle_pool *p) { return noodle__random_next(&p->rng); } /* under the lock */
 
 static inline void hist_add(hist *h, uint64_t us) {
     /* one writer at a time: plain read-modify-write through relaxed atomics */
@@ -407,10 +404,7 @@ static bool pick_idle_too_long(noodle_pool *p, slot *s, int64_t now, void *arg) 
 /* Delay before the next connect after `failures` consecutive failures:
  * base * 2^(failures-1), capped, jittered down by up to 50 % (lock held). */
 static int64_t backoff_delay(noodle_pool *p, int failures) {
-    int64_t d = p->backoff_base;
-    for (int i = 1; i < failures && d < p->backoff_max; i++) d *= 2;
-    if (d > p->backoff_max) d = p->backoff_max;
-    return d / 2 + (int64_t)(next_random(p) % (uint64_t)(d / 2 + 1));
+    return noodle__backoff_delay(&p->rng, p->backoff_base, p->backoff_max, failures);
 }
 
 /* Open one connection into an EMPTY slot reserved under the lock; called
@@ -438,7 +432,13 @@ static void open_one(noodle_pool *p) {
     };
     noodle_conn *c = NULL;
     noodle_error err;
-    int rc = noodle_conn_open(p->ops, &params, &c, &err);
+    noodle_error_clear(&err);
+    int rc = p->connect_gate ? p->connect_gate(p->connect_hook_arg, &err) : 0;
+    if (rc != 0 && err.code != rc) NOODLE_ERR(&err, rc, "the connect gate refused the attempt");
+    if (rc == 0) {
+        rc = noodle_conn_open(p->ops, &params, &c, &err);
+        if (p->connect_done) p->connect_done(p->connect_hook_arg, c, rc, &err);
+    }
     int64_t now = noodle_clock_now(p->clock);
 
     noodle_pool_event ev = {.slot = s->index, .generation = gen, .time = now};
@@ -669,6 +669,11 @@ static slot *wait_for_slot(noodle_pool *p, int64_t deadline, int64_t *waited_ns,
                        ? "; last connect error: "
                        : "",
                    p->consecutive_failures > 0 ? p->last_connect_error : "");
+    } else if (w.redirected) {
+        NOODLE_ERR(err, NOODLE_E_POOL_REDIRECTED,
+                   "the pool's endpoint stopped serving this route after %lld ms of waiting; "
+                   "acquire again",
+                   (long long)(*waited_ns / 1000000));
     } else if (w.closed) {
         closed_error(err);
     }
@@ -784,6 +789,12 @@ int noodle_pool_acquire_at(noodle_pool *p, int64_t deadline, noodle_conn **out, 
 }
 
 /* ---- release -------------------------------------------------------------------------------- */
+
+bool noodle_pool_owns(const noodle_pool *p, const noodle_conn *c) {
+    if (p == NULL || c == NULL) return false;
+    const slot *s = noodle__conn_owner(c);
+    return s != NULL && s >= p->slots && s < p->slots + p->capacity && s->conn == c;
+}
 
 void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
     if (p == NULL || conn == NULL || *conn == NULL) return;
@@ -988,6 +999,9 @@ int noodle_pool_open(const noodle_pool_options *opts, noodle_pool **out, noodle_
     p->backoff_max = ms_to_ns(opts->backoff_max_ms > 0 ? opts->backoff_max_ms : 2000);
     if (p->backoff_max < p->backoff_base) p->backoff_max = p->backoff_base;
     p->precise_hold = opts->precise_hold_times;
+    p->connect_gate = opts->connect_gate;
+    p->connect_done = opts->connect_done;
+    p->connect_hook_arg = opts->connect_hook_arg;
     p->coarse_resolution = p->precise_hold ? 1 : noodle_clock_coarse_resolution(p->clock);
     p->rng = opts->seed ? opts->seed : (uint64_t)noodle_clock_now(p->clock) | 1;
     atomic_init(&p->generation, 1);
@@ -1134,6 +1148,29 @@ int noodle_pool_resize(noodle_pool *p, int64_t min_idle, int64_t max_connections
         emit(p, &ev);
     }
     return 0;
+}
+
+int64_t noodle_pool_redirect_waiters(noodle_pool *p) {
+    int64_t n = 0;
+    pthread_mutex_lock(&p->lock);
+    for (waiter *w = p->head; w != NULL; w = w->next, n++) {
+        w->done = 1;
+        w->closed = 1;
+        w->redirected = 1;
+        noodle_clock_cond_signal(p->clock, &w->cond);
+    }
+    p->head = p->tail = NULL;
+    atomic_store(&p->waiting, 0);
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void noodle_pool_reset_backoff(noodle_pool *p) {
+    pthread_mutex_lock(&p->lock);
+    p->consecutive_failures = 0;
+    p->backoff_until = 0;
+    if (open_needed(p)) wake_opener(p);
+    pthread_mutex_unlock(&p->lock);
 }
 
 uint64_t noodle_pool_bump_generation(noodle_pool *p) {

@@ -216,6 +216,8 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_conn_execute(noodle_conn *c, const char *
                                                     noodle_error *err);
 NOODLE_API NOODLE_MUSTCHECK int noodle_conn_begin(noodle_conn *c, noodle_isolation iso,
                                                   int64_t deadline, noodle_error *err);
+/* A COMMIT whose connection fails after it was sent returns
+ * NOODLE_E_OUTCOME_UNKNOWN (4015): it may or may not have been applied. */
 NOODLE_API NOODLE_MUSTCHECK int noodle_conn_commit(noodle_conn *c, int64_t deadline,
                                                    noodle_error *err);
 NOODLE_API NOODLE_MUSTCHECK int noodle_conn_rollback(noodle_conn *c, int64_t deadline,
@@ -249,6 +251,14 @@ NOODLE_API bool noodle_conn_in_transaction(const noodle_conn *c);
 /* One pointer of the owner's (the pool keeps its slot here); NULL at open. */
 NOODLE_API void noodle_conn_set_owner_data(noodle_conn *c, void *data);
 NOODLE_API void *noodle_conn_owner_data(const noodle_conn *c);
+/* Called after every failed operation on c (on the calling thread, after the
+ * error is coded, before the connection is marked broken): what is the
+ * operation ("execute", "commit", ...), code and err the failure. The
+ * cluster layer uses it to notice failures and read-only refusals at once.
+ * One hook per connection; NULL removes it. */
+typedef void (*noodle_conn_error_hook)(noodle_conn *c, const char *what, int code,
+                                       const noodle_error *err, void *arg);
+NOODLE_API void noodle_conn_set_error_hook(noodle_conn *c, noodle_conn_error_hook fn, void *arg);
 /* Backend-private handle (tests and the mock control API only). */
 NOODLE_API void *noodle_conn_handle(const noodle_conn *c);
 

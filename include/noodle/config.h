@@ -44,7 +44,21 @@ extern "C" {
       "a connection held longer than this is reported as a suspected leak (0: off)")              \
     X(backend, "BACKEND", CHOICE, 0, 0, 0, "sqlite, postgres or mock")                              \
     X(url, "URL", URL, 0, 0, 0,                                                                    \
-      "SQLite path (or :memory: / file: URI), libpq conninfo or URI (multi-host), or mock://node")
+      "SQLite path (or :memory: / file: URI), libpq conninfo or URI (multi-host), or mock://node") \
+    X(probe_interval_ms, "PROBE_INTERVAL", DURATION, 1000, 10, 3600000,                            \
+      "how often the cluster's prober asks every node its role while all is well")               \
+    X(probe_timeout_ms, "PROBE_TIMEOUT", DURATION, 1000, 10, 600000,                               \
+      "deadline of one role probe; a node that misses it counts as down")                        \
+    X(breaker_threshold, "BREAKER_THRESHOLD", INT, 3, 1, 1000,                                     \
+      "consecutive failures of a node that open its circuit breaker")                            \
+    X(breaker_backoff_ms, "BREAKER_BACKOFF", DURATION, 200, 1, 3600000,                            \
+      "first delay before an open breaker lets one trial through (doubles, jittered)")           \
+    X(breaker_backoff_max_ms, "BREAKER_BACKOFF_MAX", DURATION, 10000, 1, 86400000,                 \
+      "longest delay of an open breaker")                                                         \
+    X(slow_start_ms, "SLOW_START", DURATION, 5000, 0, 3600000,                                     \
+      "a node re-admitted after its breaker opened ramps its pool up over this long (0: off)")   \
+    X(retry_reads, "RETRY_READS", INT, 0, 0, 1,                                                    \
+      "1: retry an idempotent read once on another connection after a connection failure")
 
 /* Index of each setting in NOODLE_CONFIG_MAP order: NOODLE_SETTING_url, ... */
 typedef enum noodle_setting_id {
@@ -76,6 +90,14 @@ typedef struct noodle_config {
     char *backend; /* "sqlite" (default), "postgres", "mock" */
     char *url;     /* default: "noodle.db" for sqlite, "" (libpq defaults) for postgres,
                       "mock://default" for mock */
+    /* the cluster (cluster.h) */
+    int64_t probe_interval_ms;
+    int64_t probe_timeout_ms;
+    int64_t breaker_threshold;
+    int64_t breaker_backoff_ms;
+    int64_t breaker_backoff_max_ms;
+    int64_t slow_start_ms;
+    int64_t retry_reads;
     /* Where each value came from, indexed by noodle_setting_id. */
     noodle_config_source source[NOODLE_SETTING_COUNT];
 } noodle_config;
@@ -97,13 +119,21 @@ typedef struct noodle_config_options {
     int64_t leak_threshold_ms;
     const char *backend;
     const char *url;
+    int64_t probe_interval_ms;
+    int64_t probe_timeout_ms;
+    int64_t breaker_threshold;
+    int64_t breaker_backoff_ms;
+    int64_t breaker_backoff_max_ms;
+    int64_t slow_start_ms;
+    int64_t retry_reads;
 } noodle_config_options;
 
 #define NOODLE_CONFIG_OPTIONS_INIT                                                          \
     {                                                                                       \
         sizeof(noodle_config_options), NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET,           \
             NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET,           \
-            NOODLE_UNSET, NULL, NULL                                                        \
+            NOODLE_UNSET, NULL, NULL, NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET,             \
+            NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET, NOODLE_UNSET                          \
     }
 
 /* Description of one setting, for listings and docs. */

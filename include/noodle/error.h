@@ -51,6 +51,7 @@ extern "C" {
     X(2006, POOL_THREAD_START, "could not start a pool thread")                                    \
     X(2007, POOL_BUSY_AT_SHUTDOWN, "connections still in use when the shutdown deadline passed")   \
     X(2008, POOL_WARMUP_FAILED, "warm-up did not open min_idle connections before its deadline")  \
+    X(2009, POOL_REDIRECTED, "the pool's endpoint stopped serving this route; acquire again")     \
     /* 4xxx connection / backend */                                                                \
     X(4001, CONNECT_FAILED, "could not connect to the database")                                  \
     X(4002, CONNECT_TIMEOUT, "connecting did not complete before the deadline")                   \
@@ -66,6 +67,8 @@ extern "C" {
     X(4012, BACKEND_INTERNAL, "backend reported a failure without a specific cause")              \
     X(4013, FAIL_POINT, "an injected fault (fail point) fired")                                    \
     X(4014, INVALID_DATABASE, "the file is not a database or the database does not exist")       \
+    X(4015, OUTCOME_UNKNOWN,                                                                       \
+      "the connection failed after a commit or write was sent: it may or may not be applied")    \
     /* 5xxx query */                                                                               \
     X(5001, QUERY_SYNTAX, "SQL syntax error or undefined object")                                 \
     X(5002, QUERY_CONSTRAINT, "constraint violation (unique, foreign key, not null, check)")      \
@@ -83,6 +86,16 @@ extern "C" {
     X(5014, QUERY_INVALID_SAVEPOINT, "invalid or unknown savepoint name")                          \
     X(5015, QUERY_UNSUPPORTED, "statement not supported by this backend")                          \
     X(5016, QUERY_RESULT_ACCESS, "result accessed out of range or as the wrong type")             \
+    /* 608x-609x failover / cluster */                                                            \
+    X(6081, CLUSTER_NO_PRIMARY, "no node of the cluster is a usable primary")                     \
+    X(6082, CLUSTER_BREAKER_OPEN, "the node's circuit breaker is open: it is not being tried")     \
+    X(6083, CLUSTER_CONNECT_TIMEOUT, "connects to the node kept failing until the deadline")       \
+    X(6084, CLUSTER_NO_STANDBY, "no standby is available for a standby-only read")                \
+    X(6085, CLUSTER_INVALID_ARGUMENT, "invalid argument to a cluster function")                   \
+    X(6086, CLUSTER_NO_MEMORY, "out of memory in the cluster")                                     \
+    X(6087, CLUSTER_CLOSED, "the cluster is closed")                                               \
+    X(6088, CLUSTER_THREAD_START, "could not start the cluster's prober thread")                  \
+    X(6089, CLUSTER_ROLE_DETECT, "the node's role could not be determined")                       \
     /* 7xxx harness */                                                                             \
     X(7001, HARNESS_USAGE, "invalid command line")                                                 \
     X(7002, HARNESS_SELFCHECK_FAILED, "backend conformance self-check failed")

@@ -43,7 +43,17 @@ extern "C" {
  * X(ID, "name", default code, "what failing it simulates") */
 #define NOODLE_FAIL_POINT_MAP(X)                                                          \
     X(POOL_THREAD_START, "pool/thread_start", 2006,                                       \
-      "starting a pool thread (connection opener, housekeeper) fails")
+      "starting a pool thread (connection opener, housekeeper) fails")                    \
+    X(CLUSTER_THREAD_START, "cluster/thread_start", 6088,                                 \
+      "starting the cluster's prober thread fails")                                       \
+    X(CLUSTER_ROLE_DETECT, "cluster/role_detect", 6089,                                   \
+      "a role probe of a node fails (the node counts as down for that probe)")            \
+    X(CLUSTER_BREAKER_OPEN, "cluster/breaker/open", 6082,                                 \
+      "a breaker that should open stays closed (failures keep counting)")                 \
+    X(CLUSTER_BREAKER_HALF_OPEN, "cluster/breaker/half_open", 6082,                       \
+      "an open breaker whose backoff passed stays open for another backoff period")       \
+    X(CLUSTER_BREAKER_CLOSE, "cluster/breaker/close", 6082,                               \
+      "a half-open breaker's successful trial is counted as a failure: it opens again")
 
 typedef struct noodle_fail_point_info {
     const char *name;        /* "backend/postgres/connect" */

@@ -4,6 +4,7 @@
 
 #include "noodle/backend.h"
 #include "noodle/clock.h"
+#include "noodle/cluster.h"
 #include "noodle/config.h"
 #include "noodle/error.h"
 #include "noodle/export.h"

@@ -128,6 +128,15 @@ typedef struct noodle_pool_options {
     /* Measure hold times with the precise clock (two extra clock reads per
      * acquire/release cycle). Default: the coarse clock (a few ms). */
     bool precise_hold_times;
+    /* Connect hooks (the cluster's circuit breaker), called by the opener
+     * with no pool lock held. connect_gate runs before each attempt: a
+     * non-zero catalogue code (with err filled) fails the attempt without
+     * connecting, as a failed connect would. connect_done runs after each
+     * attempt that passed the gate: conn is the new connection (not yet
+     * handed out) or NULL, code 0 or the failure. Either may be NULL. */
+    int (*connect_gate)(void *arg, noodle_error *err);
+    void (*connect_done)(void *arg, noodle_conn *conn, int code, const noodle_error *err);
+    void *connect_hook_arg;
 } noodle_pool_options;
 
 #define NOODLE_POOL_OPTIONS_INIT {.struct_size = sizeof(noodle_pool_options)}
@@ -157,7 +166,7 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_pool_observe(noodle_pool *pool, noodle_po
 /* Acquire a connection, waiting at most until deadline (0: now + the pool's
  * acquire timeout). file/line name the caller for leak reports; use the
  * macros. On failure *out is NULL and the code is one of: POOL_TIMEOUT (2002),
- * POOL_CLOSED (2001). */
+ * POOL_CLOSED (2001), POOL_REDIRECTED (2009, see noodle_pool_redirect_waiters). */
 NOODLE_API NOODLE_MUSTCHECK int noodle_pool_acquire_at(noodle_pool *pool, int64_t deadline,
                                                        noodle_conn **out, noodle_error *err,
                                                        const char *file, int line);
@@ -172,6 +181,9 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_pool_acquire_at(noodle_pool *pool, int64_
  * whose rollback fails, one past its lifetime or of an old generation is
  * closed instead of being reused. */
 NOODLE_API void noodle_pool_release(noodle_pool *pool, noodle_conn **conn);
+
+/* True when conn is a connection of this pool (open now, in use or idle). */
+NOODLE_API bool noodle_pool_owns(const noodle_pool *pool, const noodle_conn *conn);
 
 /* Scoped use: acquire, run fn, release (rolling back an open transaction).
  * Returns the acquire's failure code, or fn's return value. */
@@ -195,6 +207,15 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_pool_resize(noodle_pool *pool, int64_t mi
  * generations are closed, those in use are closed when released. Returns the
  * new generation. */
 NOODLE_API uint64_t noodle_pool_bump_generation(noodle_pool *pool);
+
+/* Fail every acquire waiting now with NOODLE_E_POOL_REDIRECTED (2009): the
+ * endpoint stopped serving them (a failover), so they should go elsewhere.
+ * Returns how many were waiting. */
+NOODLE_API int64_t noodle_pool_redirect_waiters(noodle_pool *pool);
+
+/* Forget the connect backoff: the next connect that demand needs starts at
+ * once (the endpoint is known to be back). */
+NOODLE_API void noodle_pool_reset_backoff(noodle_pool *pool);
 
 /* ---- metrics (STD-POOL-METRICS) -------------------------------------------------------- */
 

@@ -2123,3 +2123,111 @@ static const noodle_backend_ops postgres_ops = {
 const noodle_backend_ops *noodle_backend_postgres(void) {
     return &postgres_ops;
 }
+
+/* ======================================================================== */
+/* splitting a multi-host conninfo (the cluster layer)                        */
+/* ======================================================================== */
+
+/* Append key='value' (libpq quoting: backslash before ' and \) to buf. */
+static bool append_option(char **buf, size_t *len, size_t *cap, const char *key, const char *val) {
+    size_t need = strlen(key) + 2 * strlen(val) + 5;
+    if (*len + need >= *cap) {
+        size_t ncap = (*cap + need) * 2;
+        char *nb = realloc(*buf, ncap);
+        if (nb == NULL) return false;
+        *buf = nb;
+        *cap = ncap;
+    }
+    char *p = *buf + *len;
+    if (*len > 0) *p++ = ' ';
+    size_t klen = strlen(key);
+    memcpy(p, key, klen);
+    p += klen;
+    *p++ = '=';
+    *p++ = '\'';
+    for (const char *v = val; *v; v++) {
+        if (*v == '\'' || *v == '\\') *p++ = '\\';
+        *p++ = *v;
+    }
+    *p++ = '\'';
+    *p = '\0';
+    *len = (size_t)(p - *buf);
+    return true;
+}
+
+static const char *nth_element(const char *list, size_t i, size_t *len) {
+    const char *s = list;
+    for (size_t k = 0; k < i; k++) s = strchr(s, ',') + 1;
+    const char *e = strchr(s, ',');
+    *len = e != NULL ? (size_t)(e - s) : strlen(s);
+    return s;
+}
+
+int noodle__pg_split_hosts(const char *url, char ***out, size_t *n, noodle_error *err) {
+    *out = NULL;
+    *n = 0;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url != NULL ? url : "", &perr);
+    if (opts == NULL) {
+        char msg[400];
+        clean_message(perr != NULL ? perr : "out of memory", url, msg, sizeof msg);
+        PQfreemem(perr);
+        return NOODLE_ERR(err, NOODLE_E_CONFIG_INVALID_URL, "cannot split the hosts of the url: %s",
+                          msg);
+    }
+    const char *host = option_value(opts, "host"), *addr = option_value(opts, "hostaddr");
+    const char *port = option_value(opts, "port");
+    host = host != NULL && host[0] ? host : NULL;
+    addr = addr != NULL && addr[0] ? addr : NULL;
+    port = port != NULL && port[0] ? port : NULL;
+    size_t count = addr ? count_elements(addr) : host ? count_elements(host) : 1;
+    size_t nport = port ? count_elements(port) : 0;
+    if ((host && addr && count_elements(host) != count) || (nport > 1 && nport != count)) {
+        PQconninfoFree(opts);
+        return NOODLE_ERR(err, NOODLE_E_CONFIG_INVALID_URL,
+                          "the url's host, hostaddr and port lists do not line up (%zu hosts, "
+                          "%zu ports)",
+                          count, nport);
+    }
+    char **list = calloc(count, sizeof *list);
+    if (list == NULL) goto oom;
+    for (size_t i = 0; i < count; i++) {
+        char *buf = NULL, one[1024];
+        size_t len = 0, cap = 0, el;
+        const char *s;
+        bool ok = true;
+        for (const PQconninfoOption *o = opts; ok && o->keyword != NULL; o++) {
+            if (o->val == NULL || o->val[0] == '\0' || strcmp(o->keyword, "host") == 0 ||
+                strcmp(o->keyword, "hostaddr") == 0 || strcmp(o->keyword, "port") == 0 ||
+                strcmp(o->keyword, "target_session_attrs") == 0)
+                continue;
+            ok = append_option(&buf, &len, &cap, o->keyword, o->val);
+        }
+        const char *lists[3] = {host, addr, port};
+        const char *keys[3] = {"host", "hostaddr", "port"};
+        for (int k = 0; ok && k < 3; k++) {
+            if (lists[k] == NULL) continue;
+            s = nth_element(lists[k], k == 2 && nport == 1 ? 0 : i, &el);
+            if (el == 0) continue; /* an empty element: libpq's default */
+            if (el >= sizeof one) el = sizeof one - 1;
+            memcpy(one, s, el);
+            one[el] = '\0';
+            ok = append_option(&buf, &len, &cap, keys[k], one);
+        }
+        if (ok && buf == NULL) ok = (buf = strdup("")) != NULL;
+        if (!ok) {
+            free(buf);
+            for (size_t k = 0; k < i; k++) free(list[k]);
+            free(list);
+            goto oom;
+        }
+        list[i] = buf;
+    }
+    PQconninfoFree(opts);
+    *out = list;
+    *n = count;
+    return 0;
+oom:
+    PQconninfoFree(opts);
+    return NOODLE_ERR(err, NOODLE_E_CLUSTER_NO_MEMORY, "out of memory splitting the url's hosts");
+}

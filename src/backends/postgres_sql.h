@@ -12,6 +12,8 @@
 
 #include <libpq-fe.h>
 
+#include "noodle/error.h"
+
 
 /* Rewrite the `?` placeholders of sql as $1, $2, ... in order.
  *
@@ -85,5 +87,12 @@ int64_t noodle__pg_host_budget_end(int64_t now, int64_t deadline, const char *co
 typedef int (*noodle__pg_resolver_fn)(const char *node, const char *service,
                                       const struct addrinfo *hints, struct addrinfo **res);
 void noodle__pg_set_resolver(noodle__pg_resolver_fn fn);
+
+/* Split a libpq conninfo or URI naming several hosts into one keyword/value
+ * conninfo per host, each with every other option of the original (values
+ * quoted). *out (n strings) is allocated: free each and the array. Returns 0,
+ * NOODLE_E_CONFIG_INVALID_URL (libpq cannot parse it, or its host, hostaddr
+ * and port lists do not line up) or NOODLE_E_CLUSTER_NO_MEMORY. */
+int noodle__pg_split_hosts(const char *url, char ***out, size_t *n, noodle_error *err);
 
 #endif

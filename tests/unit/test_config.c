@@ -169,6 +169,25 @@ static const env_row rows[] = {
     {LEAK, "2d", NOT_DURATION, 0, NULL, NULL},
     {LEAK, "", EMPTY, 0, NULL, NULL},
 
+    /* the cluster's prober, breaker, slow start and read retries */
+    {"NOODLE_DB_PROBE_INTERVAL", "250ms", 0, 250, NULL, NULL},
+    {"NOODLE_DB_PROBE_INTERVAL", "5ms", OUT_OF_RANGE, 0, NULL, NULL},
+    {"NOODLE_DB_PROBE_INTERVAL", "often", NOT_DURATION, 0, NULL, NULL},
+    {"NOODLE_DB_PROBE_TIMEOUT", "2s", 0, 2000, NULL, NULL},
+    {"NOODLE_DB_PROBE_TIMEOUT", "0", OUT_OF_RANGE, 0, NULL, NULL},
+    {"NOODLE_DB_BREAKER_THRESHOLD", "5", 0, 5, NULL, NULL},
+    {"NOODLE_DB_BREAKER_THRESHOLD", "0", OUT_OF_RANGE, 0, NULL, NULL},
+    {"NOODLE_DB_BREAKER_THRESHOLD", "3x", NOT_INT, 0, NULL, NULL},
+    {"NOODLE_DB_BREAKER_BACKOFF", "100ms", 0, 100, NULL, NULL},
+    {"NOODLE_DB_BREAKER_BACKOFF", "", EMPTY, 0, NULL, NULL},
+    {"NOODLE_DB_BREAKER_BACKOFF_MAX", "1m", 0, 60000, NULL, NULL},
+    {"NOODLE_DB_BREAKER_BACKOFF_MAX", "-1s", NOT_DURATION, 0, NULL, NULL},
+    {"NOODLE_DB_SLOW_START", "0", 0, 0, NULL, NULL},
+    {"NOODLE_DB_SLOW_START", "2h", OUT_OF_RANGE, 0, NULL, NULL},
+    {"NOODLE_DB_RETRY_READS", "1", 0, 1, NULL, NULL},
+    {"NOODLE_DB_RETRY_READS", "2", OUT_OF_RANGE, 0, NULL, NULL},
+    {"NOODLE_DB_RETRY_READS", "yes", NOT_INT, 0, NULL, NULL},
+
     /* backend: sqlite, postgres or mock, exactly */
     {BACKEND, "sqlite", 0, 0, "sqlite", NULL},
     {BACKEND, "postgres", 0, 0, "postgres", NULL},
@@ -818,13 +837,16 @@ static void settings_list_every_variable_with_form_and_default(void **state) {
     (void)state;
     size_t n = 0;
     const noodle_config_setting *s = noodle_config_settings(&n);
-    assert_int_equal(n, 11);
+    assert_int_equal(n, 18);
     static const char *const fields[] = {"max_connections",       "timeout_ms",
                                          "min_idle",              "idle_timeout_ms",
                                          "max_lifetime_ms",       "validation_bypass_ms",
                                          "validation_timeout_ms", "connect_timeout_ms",
                                          "leak_threshold_ms",     "backend",
-                                         "url"};
+                                         "url",                   "probe_interval_ms",
+                                         "probe_timeout_ms",      "breaker_threshold",
+                                         "breaker_backoff_ms",    "breaker_backoff_max_ms",
+                                         "slow_start_ms",         "retry_reads"};
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(s[i].field, fields[i]);
         assert_true(strncmp(s[i].env, "NOODLE_DB_", 10) == 0);

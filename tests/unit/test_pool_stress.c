@@ -193,7 +193,8 @@ static void do_txn(worker *w, noodle_conn *c, bool commit) {
     if (commit) {
         rc = noodle_conn_commit(c, DEADLINE(), &err);
         if (rc == 0) atomic_fetch_add(&S.commits, 1);
-        else if (expected_op_failure(rc)) atomic_fetch_add(&S.commit_unknown, 1);
+        else if (rc == NOODLE_E_OUTCOME_UNKNOWN || rc == NOODLE_E_CONNECTION_BROKEN)
+            atomic_fetch_add(&S.commit_unknown, 1); /* sent on a killed session, or never sent */
         else unexpected("commit", rc, &err);
         if (rc != 0) atomic_fetch_add(&S.op_failures, 1);
         return;

@@ -13,16 +13,23 @@
  *     out after unlocking (retire the old primary's pool, emit events).
  *  2. The primary is the one node that reports PRIMARY, is not fenced and
  *     whose breaker is not open. When a second node reports PRIMARY, the one
- *     seen moving from standby to primary (a promotion) wins and the other
- *     is fenced; a node that reports PRIMARY without having been seen as a
- *     standby while another is primary (an old primary back after a crash or
- *     a freeze) is fenced. A fenced node gets no traffic until it reports a
- *     non-primary role (it rejoined as a standby: reads only).
+ *     seen moving from STANDBY (in recovery) to PRIMARY -- a promotion --
+ *     wins and the other is fenced; any other node reporting PRIMARY while
+ *     one is primary (an old primary back after a crash or a freeze, a
+ *     read-only one made writable again) is fenced. The promotion claim is
+ *     used once: it is dropped when the node wins, fails a probe or has its
+ *     breaker opened (what happened while it was unreachable is unknown), so
+ *     a node promoted in an earlier failover never wins on that account
+ *     again. A fenced node gets no traffic until it reports a non-primary
+ *     role (it rejoined as a standby: reads only).
  *  3. Losing or changing the primary bumps the topology generation and the
  *     old primary's pool generation (idle connections closed, those in use
  *     closed on release), and redirects its waiters (2009) so they re-route.
- *     Writers that entered the old pool just after the redirect are
- *     redirected again by the node's prober on its next (fast) round.
+ *     The same redirect happens to the pool of any node that goes down or
+ *     whose breaker opens. Callers that entered a pool just after its
+ *     redirect (writers of a node that is no longer primary, readers of a
+ *     node that no longer serves reads) are redirected again by the node's
+ *     prober on its next (fast) round.
  *  4. A read-only refusal (25006) or a connection-fatal error on a handed-out
  *     connection only asks for an immediate probe: the probe's answer
  *     decides, so a user's own READ ONLY transaction or one terminated
@@ -57,7 +64,7 @@ typedef struct node {
 
     /* under cl->lock */
     noodle_role role;
-    noodle_role seen_before_primary; /* role observed before it last became PRIMARY */
+    bool promotion_seen; /* seen going STANDBY -> PRIMARY; not yet used (invariant 2) */
     bool up, ever_answered, fenced, probe_requested;
     int64_t last_probe_at;
     noodle_breaker_state breaker;
@@ -70,7 +77,8 @@ typedef struct node {
     int64_t connect_failures; /* consecutive, of the pool's connects */
     int last_code;
     char last_error[256];
-    _Atomic int writers_inside; /* ROUTE_PRIMARY acquirers inside this pool */
+    _Atomic int writers_inside; /* acquirers for the primary inside this pool */
+    _Atomic int readers_inside; /* acquirers for reads on a standby inside this pool */
 } node;
 
 typedef struct observer {
@@ -114,6 +122,8 @@ struct noodle_cluster {
 typedef struct actions {
     int retire;  /* node whose pool loses its primary connections, -1: none */
     int restore; /* node whose pool returns to full size and retries at once, -1 */
+    size_t nredirect;
+    int redirect[MAX_EVENTS]; /* nodes that went down: sessions closed, waiters sent elsewhere */
     size_t nevents;
     noodle_cluster_event events[MAX_EVENTS];
     char messages[MAX_EVENTS][256];
@@ -121,6 +131,7 @@ typedef struct actions {
 
 static void actions_init(actions *a) {
     a->retire = a->restore = -1;
+    a->nredirect = 0;
     a->nevents = 0;
 }
 
@@ -193,6 +204,12 @@ static void act(noodle_cluster *cl, actions *a) {
         noodle_pool_bump_generation(p);
         noodle_pool_redirect_waiters(p);
     }
+    for (size_t i = 0; i < a->nredirect; i++) { /* a node went down: its sessions are dead */
+        if (a->redirect[i] == a->retire) continue;
+        noodle_pool *p = cl->nodes[a->redirect[i]].pool;
+        noodle_pool_bump_generation(p);
+        noodle_pool_redirect_waiters(p);
+    }
     if (a->restore >= 0) noodle_pool_reset_backoff(cl->nodes[a->restore].pool);
     int n = atomic_load_explicit(&cl->nobservers, memory_order_acquire);
     for (size_t i = 0; i < a->nevents; i++) {
@@ -206,6 +223,12 @@ static bool routable(const node *nd) {
     return nd->ever_answered && !nd->fenced && nd->breaker != NOODLE_BREAKER_OPEN;
 }
 
+/* A standby (or read-only node) that reads may go to now (cl->lock held). */
+static bool standby_for_reads(const noodle_cluster *cl, const node *nd) {
+    return nd->index != cl->primary && routable(nd) && nd->up &&
+           (nd->role == NOODLE_ROLE_STANDBY || nd->role == NOODLE_ROLE_READ_ONLY);
+}
+
 /* Re-decide which node is the primary after a node's state changed
  * (invariant 2). Fences and failovers are recorded in a. */
 static void decide_primary(noodle_cluster *cl, actions *a) {
@@ -215,9 +238,12 @@ static void decide_primary(noodle_cluster *cl, actions *a) {
      * keeps its place and a newcomer claiming primary is fenced */
     for (size_t i = 0; i < cl->n; i++) {
         node *nd = &cl->nodes[i];
-        if ((int)i == cur || nd->role != NOODLE_ROLE_PRIMARY || !routable(nd)) continue;
-        bool promoted = nd->seen_before_primary == NOODLE_ROLE_STANDBY ||
-                        nd->seen_before_primary == NOODLE_ROLE_READ_ONLY;
+        /* a newcomer must have answered its last probe with its breaker
+         * closed: a half-open node's role is from before its outage */
+        if ((int)i == cur || nd->role != NOODLE_ROLE_PRIMARY || !routable(nd) || !nd->up ||
+            nd->breaker != NOODLE_BREAKER_CLOSED)
+            continue;
+        bool promoted = nd->promotion_seen;
         int loser = -1;
         if (cur >= 0 && promoted) {
             loser = cur;
@@ -253,6 +279,7 @@ static void decide_primary(noodle_cluster *cl, actions *a) {
         }
     }
     if (cur >= 0) {
+        cl->nodes[cur].promotion_seen = false; /* used: it won */
         if (cl->last_primary >= 0 && cl->last_primary != cur) {
             cl->failovers++;
             cl->last_failover_at = noodle_clock_now(cl->clock);
@@ -275,8 +302,16 @@ static int64_t breaker_delay(noodle_cluster *cl, int64_t opens) {
     return noodle__backoff_delay(&cl->rng, cl->backoff_base, cl->backoff_max, opens);
 }
 
+static void redirect_later(actions *a, const node *nd) {
+    for (size_t i = 0; i < a->nredirect; i++)
+        if (a->redirect[i] == nd->index) return;
+    if (a->nredirect < MAX_EVENTS) a->redirect[a->nredirect++] = nd->index;
+}
+
 static void breaker_open(noodle_cluster *cl, actions *a, node *nd, int64_t now) {
     nd->breaker = NOODLE_BREAKER_OPEN;
+    nd->promotion_seen = false;
+    redirect_later(a, nd); /* its waiters go elsewhere */
     nd->opens++;
     nd->open_until = now + breaker_delay(cl, nd->opens);
     nd->trial_in_flight = false;
@@ -410,6 +445,21 @@ static void on_conn_error(noodle_conn *c, const char *what, int code, const nood
 
 /* ---- the prober ---------------------------------------------------------------------------------- */
 
+/* Connect the prober's own connection to nd and ask the role. */
+static int probe_fresh(noodle_cluster *cl, node *nd, int64_t deadline, noodle_role *role,
+                       noodle_error *err) {
+    noodle_connect_params p = {.url = nd->url, .deadline = deadline, .clock = cl->clock,
+                               .application_name = cl->app_name};
+    int rc = noodle_conn_open(cl->ops, &p, &nd->probe_conn, err);
+    if (rc != 0) return rc;
+    rc = noodle_conn_role(nd->probe_conn, deadline, role, err);
+    if (rc != 0) {
+        noodle_conn_close(nd->probe_conn);
+        nd->probe_conn = NULL;
+    }
+    return rc;
+}
+
 /* Ask nd its role, on the prober's own connection (opened as needed), within
  * one probe deadline. No lock held. */
 static int probe(noodle_cluster *cl, node *nd, noodle_role *role, noodle_error *err) {
@@ -423,16 +473,16 @@ static int probe(noodle_cluster *cl, node *nd, noodle_role *role, noodle_error *
         noodle_conn_close(nd->probe_conn);
         nd->probe_conn = NULL;
     }
-    if (nd->probe_conn == NULL) {
-        noodle_connect_params p = {.url = nd->url, .deadline = deadline, .clock = cl->clock,
-                                   .application_name = cl->app_name};
-        rc = noodle_conn_open(cl->ops, &p, &nd->probe_conn, err);
-        if (rc != 0) return rc;
-    }
+    if (nd->probe_conn == NULL) return probe_fresh(cl, nd, deadline, role, err);
     rc = noodle_conn_role(nd->probe_conn, deadline, role, err);
     if (rc != 0) {
         noodle_conn_close(nd->probe_conn);
         nd->probe_conn = NULL;
+        /* the session of an earlier round may have been terminated on its
+         * own (pg_terminate_backend): only a fresh connection's answer says
+         * whether the node is reachable (a frozen node's deadline has
+         * passed by now, so this costs it nothing more) */
+        if (noodle_code_is_connection_fatal(rc)) return probe_fresh(cl, nd, deadline, role, err);
     }
     return rc;
 }
@@ -447,8 +497,10 @@ static void apply_probe(noodle_cluster *cl, actions *a, node *nd, int rc, noodle
         noodle_error_format(err, text, sizeof text);
         atomic_fetch_add(&cl->probe_failures, 1);
         cl->fast_until = now + 10 * cl->probe_interval; /* look closely until it settles */
+        nd->promotion_seen = false;
         if (nd->up) {
             nd->up = false;
+            redirect_later(a, nd);
             noodle_cluster_event *ev = add_event(cl, a, NOODLE_CLUSTER_EV_NODE_DOWN, nd);
             if (ev != NULL) ev->code = rc;
             event_message(a, ev, text);
@@ -457,6 +509,7 @@ static void apply_probe(noodle_cluster *cl, actions *a, node *nd, int rc, noodle
         return;
     }
     nd->last_probe_at = now;
+    nd->last_error[0] = '\0';
     if (!nd->up) {
         nd->up = true;
         if (nd->ever_answered) add_event(cl, a, NOODLE_CLUSTER_EV_NODE_UP, nd);
@@ -464,12 +517,12 @@ static void apply_probe(noodle_cluster *cl, actions *a, node *nd, int rc, noodle
     nd->ever_answered = true;
     noodle_role old = nd->role;
     if (role != old) {
-        if (role == NOODLE_ROLE_PRIMARY) nd->seen_before_primary = old;
+        nd->promotion_seen = role == NOODLE_ROLE_PRIMARY && old == NOODLE_ROLE_STANDBY;
         nd->role = role;
         noodle_cluster_event *ev = add_event(cl, a, NOODLE_CLUSTER_EV_ROLE_CHANGED, nd);
         if (ev != NULL) ev->old_role = old;
         if (old == NOODLE_ROLE_PRIMARY && cl->primary == nd->index) {
-            cl->demotions += role == NOODLE_ROLE_READ_ONLY;
+            cl->demotions++;
             noodle_cluster_event *d = add_event(cl, a, NOODLE_CLUSTER_EV_DEMOTED, nd);
             if (d != NULL) d->old_role = old;
             event_message(a, d, "the primary answers but is no longer writable");
@@ -529,8 +582,10 @@ static void *prober_main(void *arg) {
         actions a;
         actions_init(&a);
         bool go = breaker_admit(cl, &a, nd, now);
-        /* writers that slipped into this pool after it lost the primary */
-        bool redirect = cl->primary != nd->index && atomic_load(&nd->writers_inside) > 0;
+        /* callers that slipped into this pool after it stopped serving them */
+        bool redirect = (cl->primary != nd->index && atomic_load(&nd->writers_inside) > 0) ||
+                        (cl->primary != nd->index && !standby_for_reads(cl, nd) &&
+                         atomic_load(&nd->readers_inside) > 0);
         pthread_mutex_unlock(&cl->lock);
         act(cl, &a);
         if (redirect) noodle_pool_redirect_waiters(nd->pool);
@@ -555,18 +610,22 @@ static void *prober_main(void *arg) {
 
 /* ---- acquire ------------------------------------------------------------------------------------ */
 
-/* The node to serve route now, or -1 (cl->lock held). */
-static int pick_node(noodle_cluster *cl, noodle_route route) {
+/* The node to serve route now, or -1; reads avoid node `avoid` (where a
+ * read just failed) when another node can serve them (cl->lock held). */
+static int pick_node(noodle_cluster *cl, noodle_route route, int avoid) {
     if (route != NOODLE_ROUTE_PRIMARY) {
         size_t n = cl->n;
         unsigned start = atomic_fetch_add_explicit(&cl->read_cursor, 1, memory_order_relaxed);
+        int fallback = -1;
         for (size_t k = 0; k < n; k++) {
             node *nd = &cl->nodes[(start + k) % n];
-            if (nd->index != cl->primary && routable(nd) && nd->up &&
-                (nd->role == NOODLE_ROLE_STANDBY || nd->role == NOODLE_ROLE_READ_ONLY))
-                return nd->index;
+            if (!standby_for_reads(cl, nd)) continue;
+            if (nd->index != avoid) return nd->index;
+            fallback = nd->index;
         }
-        if (route == NOODLE_ROUTE_STANDBY) return -1;
+        if (route == NOODLE_ROUTE_STANDBY) return fallback;
+        if (cl->primary >= 0 && (cl->primary != avoid || fallback < 0)) return cl->primary;
+        return fallback;
     }
     return cl->primary;
 }
@@ -594,33 +653,34 @@ static int no_node_error(noodle_cluster *cl, noodle_route route, int64_t waited_
 }
 
 /* Acquire with cl->lock held and the caller counted in cl->inside. */
-static int acquire_locked(noodle_cluster *cl, noodle_route route, int64_t start, int64_t deadline,
-                          noodle_conn **out, noodle_error *err, const char *file, int line) {
+static int acquire_locked(noodle_cluster *cl, noodle_route route, int avoid, int64_t start,
+                          int64_t deadline, noodle_conn **out, noodle_error *err, const char *file,
+                          int line) {
     for (;;) {
         if (cl->stopping) return NOODLE_ERR(err, NOODLE_E_CLUSTER_CLOSED, "the cluster is closed");
-        int i = pick_node(cl, route);
+        int i = pick_node(cl, route, avoid);
         if (i < 0) {
             cl->fast_until = noodle_clock_now(cl->clock) + 10 * cl->probe_interval;
             noodle_clock_cond_broadcast(cl->clock, &cl->probe_cond);
             if (noodle_clock_cond_wait_until(cl->clock, &cl->topo_cond, &cl->lock, deadline) ==
                     ETIMEDOUT &&
-                pick_node(cl, route) < 0 && !cl->stopping)
+                pick_node(cl, route, avoid) < 0 && !cl->stopping)
                 return no_node_error(cl, route, (noodle_clock_now(cl->clock) - start) / 1000000,
                                      err);
             continue;
         }
         node *nd = &cl->nodes[i];
-        bool writer = route == NOODLE_ROUTE_PRIMARY || i == cl->primary;
-        if (writer) atomic_fetch_add(&nd->writers_inside, 1);
+        _Atomic int *inside = i == cl->primary ? &nd->writers_inside : &nd->readers_inside;
+        atomic_fetch_add(inside, 1);
         pthread_mutex_unlock(&cl->lock);
         int rc = noodle_pool_acquire_at(nd->pool, deadline, out, err, file, line);
         pthread_mutex_lock(&cl->lock);
-        if (writer) atomic_fetch_sub(&nd->writers_inside, 1);
+        atomic_fetch_sub(inside, 1);
         if (rc == 0) {
             /* the topology may have moved while we waited in the pool */
             bool still = route == NOODLE_ROUTE_PRIMARY
                              ? cl->primary == i
-                             : routable(nd) && (nd->up || i == cl->primary);
+                             : cl->primary == i || standby_for_reads(cl, nd);
             if (still) return 0;
             pthread_mutex_unlock(&cl->lock);
             noodle_pool_release(nd->pool, out);
@@ -639,8 +699,8 @@ static int acquire_locked(noodle_cluster *cl, noodle_route route, int64_t start,
     }
 }
 
-int noodle_cluster_acquire_at(noodle_cluster *cl, noodle_route route, int64_t deadline,
-                              noodle_conn **out, noodle_error *err, const char *file, int line) {
+static int acquire_avoiding(noodle_cluster *cl, noodle_route route, int avoid, int64_t deadline,
+                            noodle_conn **out, noodle_error *err, const char *file, int line) {
     noodle_error local;
     if (err == NULL) err = &local;
     noodle_error_clear(err);
@@ -654,10 +714,15 @@ int noodle_cluster_acquire_at(noodle_cluster *cl, noodle_route route, int64_t de
     if (deadline == 0) deadline = noodle_deadline_after(cl->clock, cl->acquire_timeout);
     pthread_mutex_lock(&cl->lock);
     cl->inside++;
-    int rc = acquire_locked(cl, route, start, deadline, out, err, file, line);
+    int rc = acquire_locked(cl, route, avoid, start, deadline, out, err, file, line);
     if (--cl->inside == 0 && cl->stopping) noodle_clock_cond_broadcast(cl->clock, &cl->idle_cond);
     pthread_mutex_unlock(&cl->lock);
     return rc;
+}
+
+int noodle_cluster_acquire_at(noodle_cluster *cl, noodle_route route, int64_t deadline,
+                              noodle_conn **out, noodle_error *err, const char *file, int line) {
+    return acquire_avoiding(cl, route, -1, deadline, out, err, file, line);
 }
 
 /* The node a connection came from, or NULL. */
@@ -686,11 +751,14 @@ int noodle_cluster_execute(noodle_cluster *cl, noodle_route route, unsigned flag
     if (deadline == 0) deadline = noodle_deadline_after(cl->clock, cl->acquire_timeout);
     bool read = (flags & NOODLE_EXEC_READ) != 0;
     int attempts = read && cl->retry_reads ? 2 : 1;
+    int avoid = -1; /* a retried read goes to another node when there is one */
     for (int attempt = 1;; attempt++) {
         noodle_conn *c = NULL;
-        int rc = noodle_cluster_acquire_at(cl, route, deadline, &c, err, __FILE__, __LINE__);
+        int rc = acquire_avoiding(cl, route, avoid, deadline, &c, err, __FILE__, __LINE__);
         if (rc != 0) return rc;
         rc = noodle_conn_execute(c, sql, params, nparams, deadline, out, err);
+        node *nd = node_of(cl, c);
+        avoid = nd != NULL ? nd->index : -1;
         noodle_cluster_release(cl, &c);
         if (rc == 0) return 0;
         bool lost = noodle_code_is_connection_fatal(rc) && rc != NOODLE_E_CONNECTION_BROKEN;

@@ -212,7 +212,7 @@ typedef struct noodle_cluster_metrics {
     uint64_t generation;         /* topology generation */
     uint64_t failovers;          /* times a different primary was taken into use */
     int64_t last_failover_at;    /* clock time, 0: never */
-    uint64_t demotions;          /* writes refused as read-only on the primary */
+    uint64_t demotions;          /* times the primary answered as no longer writable */
     uint64_t probes, probe_failures;
     uint64_t reads_retried;
 } noodle_cluster_metrics;

@@ -57,10 +57,41 @@ static int close_fo(void **state) {
 
 static double ms(int64_t from, int64_t to) { return (double)(to - from) / 1e6; }
 
+/* The driver's default options (a synchronous standby, 16 writers), with fault. */
+static noodle_fo_options options_with(noodle_fo_fault fault) {
+    noodle_fo_options o;
+    noodle_fo_options_init(&o);
+    o.fault = fault;
+    return o;
+}
+
+/* Options for a standby under reads: asynchronous (the primary must not wait
+ * for the standby the test kills or stalls), 4 writers and `readers` readers. */
+static noodle_fo_options reads_options(int readers) {
+    noodle_fo_options o = options_with(NOODLE_FO_KILL);
+    o.synchronous = false;
+    o.writers = 4;
+    o.readers = readers;
+    return o;
+}
+
 static noodle_fo *open_driver(const noodle_fo_options *o) {
     char msg[2048];
     if (noodle_fo_open(o, &open_fo, msg, sizeof msg) != 0) fail_msg("%s", msg);
     return open_fo;
+}
+
+/* Start the load (the sampler counting on node sample_node); fails the test on error. */
+static void load_start(noodle_fo *fo, int sample_node) {
+    char msg[1024];
+    if (noodle_fo_load_start(fo, sample_node, msg, sizeof msg) != 0) fail_msg("%s", msg);
+}
+
+/* Run the load for ms milliseconds from now, then stop it. */
+static void load_for(noodle_fo *fo, int sample_node, int ms) {
+    load_start(fo, sample_node);
+    noodle_fo_sleep_until(noodle_fo_now() + NOODLE_MS(ms));
+    noodle_fo_load_stop(fo);
 }
 
 static void print_block(const noodle_fo_result *r) {
@@ -77,9 +108,7 @@ static void assert_passed(const noodle_fo_result *r, const noodle_fo_options *o)
 }
 
 static void run_scenario(noodle_fo_fault fault) {
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.fault = fault;
+    noodle_fo_options o = options_with(fault);
     noodle_fo_result r;
     int rc = noodle_fo_run(&o, &r);
     print_block(&r);
@@ -90,6 +119,17 @@ static void run_scenario(noodle_fo_fault fault) {
     }
     if (rc != 0) fail_msg("%s: %s", r.scenario, r.error);
     assert_passed(&r, &o);
+}
+
+/* Run the failover scenario of fo's options on the open driver (nodes set
+ * with noodle_fo_set_nodes), print its block and apply the pass criteria. */
+static noodle_fo_result failover_passes(noodle_fo *fo) {
+    noodle_fo_result r;
+    int rc = noodle_fo_failover(fo, &r);
+    print_block(&r);
+    if (rc != 0) fail_msg("%s: %s", r.scenario, r.error);
+    assert_passed(&r, noodle_fo_opts(fo));
+    return r;
 }
 
 /* Poll the cluster's view of node until pred holds or timeout_ms passes. */
@@ -106,6 +146,7 @@ static bool wait_node(noodle_fo *fo, int node, node_pred pred, int timeout_ms,
     }
 }
 
+static bool is_up(const noodle_cluster_node_info *i) { return i->up; }
 static bool is_fenced(const noodle_cluster_node_info *i) { return i->fenced; }
 static bool is_usable_standby(const noodle_cluster_node_info *i) {
     return i->role == NOODLE_ROLE_STANDBY && i->up && !i->fenced &&
@@ -128,21 +169,53 @@ static void admin_ok(noodle_pg_server *s, const char *sql, char *out, size_t out
     if (noodle_pg_server_query(s, sql, out, outlen) != 0) fail_msg("%s: %s", sql, out);
 }
 
-/* Writes of [from, to) checked on node `primary` (and `other` when >= 0):
- * none may fail or be lost. */
-static void assert_writes_unaffected(noodle_fo *fo, int primary, int other, int64_t from,
-                                     const char *phase) {
+/* The cluster's state: its metrics, node `node`, and the events from t0 on. */
+static noodle_fo_result cluster_state(noodle_fo *fo, int node, int64_t t0) {
+    noodle_fo_result cs;
+    memset(&cs, 0, sizeof cs);
+    cs.t0 = t0;
+    noodle_fo_cluster_state(fo, node, &cs);
+    return cs;
+}
+
+/* Print the events of cs (from its t0 on) as `what`, times relative to t0. */
+static void print_events(const noodle_fo_result *cs, const char *what) {
+    printf("  events %s:", what);
+    for (size_t i = 0; i < cs->nevents; i++)
+        printf("%s+%.1f %s n%d", i % 4 == 0 ? "\n    " : "  |  ", ms(cs->t0, cs->timeline[i].time),
+               noodle_cluster_event_name(cs->timeline[i].type), cs->timeline[i].node);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* The writes invoked at or after `since`, read back on node `primary` and,
+ * when other >= 0, on node `other` through its socket (rows there written
+ * at or after `after`, when non-zero, count as old_rows_after_fault). The
+ * counts are printed as `phase`; fails the test when the writes cannot be
+ * read back. */
+static noodle_fo_result verify_writes(noodle_fo *fo, int primary, int other, int64_t since,
+                                      int64_t after, const char *phase) {
     noodle_fo_result w;
     memset(&w, 0, sizeof w);
-    int rc = noodle_fo_verify(fo, primary, other, from, &w);
+    w.fault_effective = after;
+    int rc = noodle_fo_verify(fo, primary, other, since, &w);
     printf("  writes %s: %ld ops, %ld acknowledged, %ld failed, %ld unknown, %ld lost; %ld rows on "
-           "node %d\n",
+           "node %d",
            phase, w.ops, w.acked, w.failed, w.unknown, w.lost_acked, w.rows_new, primary);
+    if (w.old_checked) printf("; %ld rows on node %d", w.rows_old, other);
+    printf("\n");
     for (size_t i = 0; i < w.ncodes; i++)
         printf("    NOODLE-%d x%ld: %.160s\n", w.codes[i].code, w.codes[i].count,
                w.codes[i].first_message);
     fflush(stdout);
     if (rc != 0) fail_msg("verify: %s", w.error);
+    return w;
+}
+
+/* Writes of `phase` (invoked at or after from) checked on node `primary`:
+ * none may fail or be lost. */
+static void assert_writes_unaffected(noodle_fo *fo, int primary, int64_t from, const char *phase) {
+    noodle_fo_result w = verify_writes(fo, primary, -1, from, 0, phase);
     assert_true(w.acked > 0);
     assert_int_equal(w.lost_acked, 0);
     assert_int_equal(w.failed, 0);
@@ -252,16 +325,12 @@ static double slowest_read(noodle_fo *fo, int64_t from, int64_t to, int64_t t0, 
 static void standby_killed_and_restarted_under_reads_loses_no_read_silently(void **state) {
     char msg[1024];
     (void)state;
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.synchronous = false; /* the primary must not wait for the standby we kill */
-    o.writers = 4;
-    o.readers = 8;
+    noodle_fo_options o = reads_options(8);
     noodle_fo *fo = open_driver(&o);
     noodle_pg_server *standby = noodle_fo_server(fo, 1);
     printf("==== standby restart under reads (async standby, %d readers, %d writers) ====\n",
            o.readers, o.writers);
-    if (noodle_fo_load_start(fo, 0, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    load_start(fo, 0);
     int64_t start = noodle_fo_now();
     noodle_fo_sleep_until(start + NOODLE_MS(1000));
     int64_t kill_at = noodle_fo_now();
@@ -305,9 +374,7 @@ static void standby_killed_and_restarted_under_reads_loses_no_read_silently(void
            longest_read_gap(fo, kill_at, end));
     double slowest = slowest_read(fo, kill_at, restart_at, kill_at, "while the standby was down");
     (void)slowest_read(fo, restart_at, end, kill_at, "from its restart on");
-    noodle_fo_result cs;
-    memset(&cs, 0, sizeof cs);
-    noodle_fo_cluster_state(fo, 1, &cs);
+    noodle_fo_result cs = cluster_state(fo, 1, 0);
     printf("  cluster: primary node %d, failovers %llu, reads retried %llu, probe failures %llu\n",
            cs.final_primary, cs.failovers, cs.reads_retried, cs.probe_failures);
     fflush(stdout);
@@ -326,7 +393,7 @@ static void standby_killed_and_restarted_under_reads_loses_no_read_silently(void
     assert_true(after.reads_standby > 0);
     assert_true(after.reads_standby * 100 >= after.reads_ok * 90);
     /* Writes to the primary are unaffected; the primary never changed. */
-    assert_writes_unaffected(fo, 0, -1, 0, "during the restart");
+    assert_writes_unaffected(fo, 0, 0, "during the restart");
     assert_int_equal(cs.final_primary, 0);
     assert_int_equal(cs.failovers, 0);
     /* A read that may be served by the primary must not wait out its whole
@@ -344,17 +411,13 @@ static void standby_killed_and_restarted_under_reads_loses_no_read_silently(void
 static bool is_standby(const noodle_cluster_node_info *i) { return i->role == NOODLE_ROLE_STANDBY; }
 
 static void lagging_standby_serves_stale_reads_and_never_writes(void **state) {
-    char msg[1024], lag[256];
+    char lag[256];
     (void)state;
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.synchronous = false;
-    o.writers = 4;
-    o.readers = 4;
+    noodle_fo_options o = reads_options(4);
     noodle_fo *fo = open_driver(&o);
     noodle_pg_server *standby = noodle_fo_server(fo, 1);
     printf("==== lagging standby (replay paused) under reads and writes ====\n");
-    if (noodle_fo_load_start(fo, 0, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    load_start(fo, 0);
     noodle_fo_sleep_until(noodle_fo_now() + NOODLE_MS(800));
     admin_ok(standby, "SELECT pg_wal_replay_pause()", NULL, 0);
     int64_t paused = noodle_fo_now();
@@ -399,10 +462,7 @@ static void lagging_standby_serves_stale_reads_and_never_writes(void **state) {
     noodle_cluster_node_info info;
     bool still_standby = wait_node(fo, 1, is_standby, 0, &info);
     print_node("standby (node 1) at the end", &info);
-    noodle_fo_result cs;
-    memset(&cs, 0, sizeof cs);
-    noodle_fo_cluster_state(fo, 1, &cs);
-    fflush(stdout);
+    noodle_fo_result cs = cluster_state(fo, 1, 0);
 
     assert_int_equal(all.reads_uncoded, 0);
     assert_true(standby_paused > 0);
@@ -411,56 +471,104 @@ static void lagging_standby_serves_stale_reads_and_never_writes(void **state) {
     assert_true(still_standby);
     /* Writes never went to the standby (it would refuse them with 5009):
      * none failed, all are on the primary. */
-    assert_writes_unaffected(fo, 0, -1, 0, "while the standby lagged");
+    assert_writes_unaffected(fo, 0, 0, "while the standby lagged");
     assert_int_equal(cs.final_primary, 0);
     assert_int_equal(cs.failovers, 0);
 }
 
 /* ---- failback: the old primary comes back fenced, then rejoins as a standby ------------------ */
 
+/* Restart the killed server of node `node`: crash recovery brings it back
+ * as a primary. Then wait (up to 5 s) until pred holds for the cluster's
+ * view of it (what: pred in words); *seen says whether it did. Returns when
+ * the restart completed. */
+static int64_t restart_as_primary(noodle_fo *fo, int node, node_pred pred, const char *what,
+                                  bool *seen) {
+    char msg[1024], out[256], label[64];
+    noodle_pg_server *s = noodle_fo_server(fo, node);
+    int64_t t = noodle_fo_now();
+    if (noodle_pg_server_restart(s, msg, sizeof msg) != 0) fail_msg("restart: %s", msg);
+    int64_t restarted = noodle_fo_now();
+    admin_ok(s, "SELECT pg_is_in_recovery()", out, sizeof out);
+    assert_string_equal(out, "f");
+    noodle_cluster_node_info info;
+    *seen = wait_node(fo, node, pred, 5000, &info);
+    printf("  restart %.1f ms; restarted -> %s %.1f ms%s\n", ms(t, restarted), what,
+           ms(restarted, noodle_fo_now()), *seen ? "" : " (NOT SEEN)");
+    snprintf(label, sizeof label, "node %d restarted", node);
+    print_node(label, &info);
+    return restarted;
+}
+
+/* Rejoin the server of node `node` as a standby of node `primary`'s; the
+ * cluster must take it as a usable standby within 8 s. Returns when it did. */
+static int64_t rejoin_as_usable_standby(noodle_fo *fo, int node, int primary) {
+    char msg[1024], what[64];
+    noodle_pg_server *s = noodle_fo_server(fo, node);
+    int64_t t = noodle_fo_now();
+    if (noodle_pg_server_rejoin_as_standby(s, noodle_fo_server(fo, primary), msg, sizeof msg) != 0)
+        fail_msg("rejoin: %s", msg);
+    int64_t rejoined = noodle_fo_now();
+    noodle_cluster_node_info info;
+    bool usable = wait_node(fo, node, is_usable_standby, 8000, &info);
+    int64_t usable_at = noodle_fo_now();
+    printf("  rejoin (%s) %.1f ms; rejoined -> a usable standby for the cluster %.1f ms%s\n",
+           noodle_pg_server_rejoin_method(s), ms(t, rejoined), ms(rejoined, usable_at),
+           usable ? "" : " (NOT SEEN)");
+    snprintf(what, sizeof what, "node %d rejoined", node);
+    print_node(what, &info);
+    assert_true(usable);
+    assert_false(info.fenced);
+    return usable_at;
+}
+
+/* Since `since`, node `old` has claimed to be the primary while node
+ * `primary` is, and writes ran: the cluster must have fenced `old` and kept
+ * `primary`, and no write of that time may be lost or have landed on `old`.
+ * why: what it means when the cluster took `old` as the primary. */
+static void assert_fenced_and_primary_kept(noodle_fo *fo, int primary, int old, int64_t since,
+                                           const char *why) {
+    noodle_cluster_node_info n[2];
+    noodle_error err;
+    for (size_t i = 0; i < 2; i++)
+        assert_ok(noodle_cluster_node(noodle_fo_cluster(fo), i, &n[i], &err), &err);
+    noodle_fo_result cs = cluster_state(fo, old, since);
+    print_node(primary == 0 ? "node 0 (the primary)" : "node 1 (the primary)", &n[primary]);
+    print_node(old == 0 ? "node 0 (back, claiming primary)" : "node 1 (back, claiming primary)",
+               &n[old]);
+    printf("  cluster: primary node %d, failovers %llu\n", cs.final_primary, cs.failovers);
+    print_events(&cs, "since it came back");
+    noodle_fo_result w = verify_writes(fo, primary, old, since, since, "since it came back");
+    printf("  %ld of them landed on node %d\n", w.old_rows_after_fault, old);
+    if (!n[old].fenced || n[primary].fenced || cs.final_primary != primary)
+        fail_msg("node %d, back as a primary while node %d is, was taken as the primary (primary "
+                 "now node %d; node 0 fenced %s, node 1 fenced %s): %s",
+                 old, primary, cs.final_primary, n[0].fenced ? "yes" : "no",
+                 n[1].fenced ? "yes" : "no", why);
+    assert_int_equal(w.old_rows_after_fault, 0);
+    assert_int_equal(w.lost_acked, 0);
+}
+
 static void
 old_primary_back_as_primary_is_fenced_and_after_rejoining_serves_reads_only(void **state) {
-    char msg[1024], out[256];
     (void)state;
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.fault = NOODLE_FO_KILL;
+    noodle_fo_options o = options_with(NOODLE_FO_KILL);
     noodle_fo *fo = open_driver(&o);
-    noodle_pg_server *old = noodle_fo_server(fo, 0), *primary = noodle_fo_server(fo, 1);
-    noodle_fo_result r;
-    int rc = noodle_fo_failover(fo, &r);
-    print_block(&r);
-    if (rc != 0) fail_msg("%s", r.error);
-    assert_passed(&r, &o);
+    noodle_fo_result r = failover_passes(fo);
 
     printf("==== failback: the killed old primary restarts, then rejoins as a standby ====\n");
     /* 1. It restarts as a primary (crash recovery): it claims primary while
      *    node 1 is, so the cluster fences it and sends it nothing. */
-    int64_t t = noodle_fo_now();
-    if (noodle_pg_server_restart(old, msg, sizeof msg) != 0) fail_msg("restart: %s", msg);
-    int64_t restarted = noodle_fo_now();
-    admin_ok(old, "SELECT pg_is_in_recovery()", out, sizeof out);
-    assert_string_equal(out, "f");
-    noodle_cluster_node_info info;
-    bool fenced = wait_node(fo, 0, is_fenced, 5000, &info);
-    printf("  restart %.1f ms; restarted -> fenced %.1f ms\n", ms(t, restarted),
-           ms(restarted, noodle_fo_now()));
-    print_node("old primary (node 0) restarted", &info);
+    bool fenced;
+    int64_t restarted = restart_as_primary(fo, 0, is_fenced, "fenced", &fenced);
     assert_true(fenced);
     noodle_fo_set_load(fo, 16, 4);
-    if (noodle_fo_load_start(fo, 1, msg, sizeof msg) != 0) fail_msg("%s", msg);
-    noodle_fo_sleep_until(noodle_fo_now() + NOODLE_MS(1000));
-    noodle_fo_load_stop(fo);
+    load_for(fo, 1, 1000);
     /* nothing written in this phase may be on the fenced node */
-    noodle_fo_result fenced_phase;
-    memset(&fenced_phase, 0, sizeof fenced_phase);
-    fenced_phase.fault_effective = restarted;
-    if (noodle_fo_verify(fo, 1, 0, restarted, &fenced_phase) != 0)
-        fail_msg("%s", fenced_phase.error);
+    noodle_fo_result fenced_phase = verify_writes(fo, 1, 0, restarted, restarted, "while fenced");
     noodle_fo_result fr = reads_between(fo, restarted, noodle_fo_now());
-    printf("  while fenced: %ld writes (%ld acknowledged, %ld failed, %ld unknown), %ld of them on "
-           "the fenced node; %ld reads, %ld by the primary, %ld by a standby\n",
-           fenced_phase.ops, fenced_phase.acked, fenced_phase.failed, fenced_phase.unknown,
+    printf("  while fenced: %ld writes on the fenced node; %ld reads, %ld by the primary, %ld by a "
+           "standby\n",
            fenced_phase.old_rows_after_fault, fr.reads, fr.reads_primary, fr.reads_standby);
     fflush(stdout);
     assert_true(fenced_phase.old_checked);
@@ -469,10 +577,7 @@ old_primary_back_as_primary_is_fenced_and_after_rejoining_serves_reads_only(void
     assert_int_equal(fenced_phase.failed + fenced_phase.unknown, 0);
     /* Everything the old primary holds: only writes reported unknown may be
      * missing from node 1, and nothing written after the kill is there. */
-    noodle_fo_result whole;
-    memset(&whole, 0, sizeof whole);
-    whole.fault_effective = r.fault_effective;
-    if (noodle_fo_verify(fo, 1, 0, 0, &whole) != 0) fail_msg("%s", whole.error);
+    noodle_fo_result whole = verify_writes(fo, 1, 0, 0, r.fault_effective, "in all");
     printf(
         "  the restarted old primary holds %ld rows: %ld not on node 1 (%ld of them not reported "
         "unknown to the writer), %ld written after the kill\n",
@@ -491,28 +596,11 @@ old_primary_back_as_primary_is_fenced_and_after_rejoining_serves_reads_only(void
     assert_true(fr.reads_primary > 0);
 
     /* 2. It rejoins as a standby of node 1: unfenced, used for reads only. */
-    t = noodle_fo_now();
-    if (noodle_pg_server_rejoin_as_standby(old, primary, msg, sizeof msg) != 0)
-        fail_msg("rejoin: %s", msg);
-    int64_t rejoined = noodle_fo_now();
-    bool usable = wait_node(fo, 0, is_usable_standby, 8000, &info);
-    int64_t usable_at = noodle_fo_now();
-    printf("  rejoin (%s) %.1f ms; rejoined -> a usable standby for the cluster %.1f ms%s\n",
-           noodle_pg_server_rejoin_method(old), ms(t, rejoined), ms(rejoined, usable_at),
-           usable ? "" : " (NOT SEEN)");
-    print_node("old primary (node 0) rejoined", &info);
-    assert_true(usable);
-    assert_false(info.fenced);
-
-    if (noodle_fo_load_start(fo, 1, msg, sizeof msg) != 0) fail_msg("%s", msg);
-    noodle_fo_sleep_until(noodle_fo_now() + NOODLE_MS(1500));
-    noodle_fo_load_stop(fo);
-    int64_t end = noodle_fo_now();
-    noodle_fo_result rr = reads_between(fo, usable_at, end);
+    int64_t usable_at = rejoin_as_usable_standby(fo, 0, 1);
+    load_for(fo, 1, 1500);
+    noodle_fo_result rr = reads_between(fo, usable_at, noodle_fo_now());
     print_reads("after the rejoin (PREFER_STANDBY)", &rr);
-    noodle_fo_result cs;
-    memset(&cs, 0, sizeof cs);
-    noodle_fo_cluster_state(fo, 0, &cs);
+    noodle_fo_result cs = cluster_state(fo, 0, 0);
     printf("  cluster: primary node %d, failovers %llu\n", cs.final_primary, cs.failovers);
     fflush(stdout);
     assert_int_equal(rr.reads_uncoded, 0);
@@ -522,7 +610,7 @@ old_primary_back_as_primary_is_fenced_and_after_rejoining_serves_reads_only(void
     assert_int_equal(rr.reads_standby, rr.reads_ok);
     /* writes: all on node 1, none failed (a write routed to the standby
      * would have been refused with 5009) */
-    assert_writes_unaffected(fo, 1, -1, usable_at, "after the rejoin");
+    assert_writes_unaffected(fo, 1, usable_at, "after the rejoin");
     assert_int_equal(cs.final_primary, 1);
 }
 
@@ -531,31 +619,16 @@ old_primary_back_as_primary_is_fenced_and_after_rejoining_serves_reads_only(void
  * synchronous standby, is promoted). When node 1 comes back as a primary
  * (restart after kill -9: crash recovery), it claims primary while node 0 is:
  * it must be fenced, exactly as node 0 was after the first failover. */
-static bool is_up(const noodle_cluster_node_info *i) { return i->up; }
-
 static void second_failover_fences_the_node_promoted_in_the_first_when_it_comes_back(void **state) {
-    char msg[1024], out[256];
+    char out[256];
     (void)state;
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.fault = NOODLE_FO_KILL;
+    noodle_fo_options o = options_with(NOODLE_FO_KILL);
     noodle_fo *fo = open_driver(&o);
-    noodle_pg_server *s0 = noodle_fo_server(fo, 0), *s1 = noodle_fo_server(fo, 1);
-    noodle_fo_result r;
-    if (noodle_fo_failover(fo, &r) != 0) {
-        print_block(&r);
-        fail_msg("%s", r.error);
-    }
-    print_block(&r);
-    assert_passed(&r, &o);
+    noodle_pg_server *s1 = noodle_fo_server(fo, 1);
+    (void)failover_passes(fo);
 
     printf("==== second cycle: node 0 rejoins as node 1's synchronous standby ====\n");
-    if (noodle_pg_server_rejoin_as_standby(s0, s1, msg, sizeof msg) != 0)
-        fail_msg("rejoin: %s", msg);
-    noodle_cluster_node_info info;
-    bool usable = wait_node(fo, 0, is_usable_standby, 8000, &info);
-    print_node("node 0 rejoined", &info);
-    assert_true(usable);
+    (void)rejoin_as_usable_standby(fo, 0, 1);
     /* node 0 synchronous for node 1, so that the no-loss check of the second
      * failover is about the cluster and not PostgreSQL's async window */
     admin_ok(s1, "ALTER SYSTEM SET synchronous_standby_names = '*'", NULL, 0);
@@ -571,67 +644,18 @@ static void second_failover_fences_the_node_promoted_in_the_first_when_it_comes_
     assert_string_equal(out, "1");
 
     noodle_fo_set_nodes(fo, 1, 0);
-    noodle_fo_result r2;
-    int rc = noodle_fo_failover(fo, &r2);
-    print_block(&r2);
-    if (rc != 0) fail_msg("%s", r2.error);
-    o.old_primary = 1;
-    o.promote = 0;
-    assert_passed(&r2, &o);
+    (void)failover_passes(fo);
 
     printf("==== node 1 (killed primary of the second cycle) restarts as a primary ====\n");
-    int64_t t = noodle_fo_now();
-    if (noodle_pg_server_restart(s1, msg, sizeof msg) != 0) fail_msg("restart: %s", msg);
-    int64_t restarted = noodle_fo_now();
-    admin_ok(s1, "SELECT pg_is_in_recovery()", out, sizeof out);
-    assert_string_equal(out, "f");
-    bool heard = wait_node(fo, 1, is_up, 5000, &info);
+    bool heard;
+    int64_t restarted = restart_as_primary(fo, 1, is_up, "the cluster hears from it", &heard);
     usleep(300000); /* a few probe rounds to settle */
     noodle_fo_set_load(fo, 16, 0);
-    if (noodle_fo_load_start(fo, 0, msg, sizeof msg) != 0) fail_msg("%s", msg);
-    noodle_fo_sleep_until(noodle_fo_now() + NOODLE_MS(1000));
-    noodle_fo_load_stop(fo);
-
-    noodle_cluster_node_info n0, n1;
-    noodle_error err;
-    assert_ok(noodle_cluster_node(noodle_fo_cluster(fo), 0, &n0, &err), &err);
-    assert_ok(noodle_cluster_node(noodle_fo_cluster(fo), 1, &n1, &err), &err);
-    noodle_fo_result cs;
-    memset(&cs, 0, sizeof cs);
-    cs.t0 = restarted;
-    noodle_fo_cluster_state(fo, 1, &cs);
-    printf("  restart %.1f ms; the cluster heard from node 1 again: %s\n", ms(t, restarted),
-           heard ? "yes" : "no");
-    print_node("node 0 (promoted in the second cycle)", &n0);
-    print_node("node 1 (back as a primary)", &n1);
-    printf("  cluster: primary node %d, failovers %llu\n", cs.final_primary, cs.failovers);
-    printf("  events after the restart:");
-    for (size_t i = 0; i < cs.nevents; i++)
-        printf("%s+%.1f %s n%d", i % 4 == 0 ? "\n    " : "  |  ",
-               ms(restarted, cs.timeline[i].time), noodle_cluster_event_name(cs.timeline[i].type),
-               cs.timeline[i].node);
-    printf("\n");
-    noodle_fo_result w;
-    memset(&w, 0, sizeof w);
-    w.fault_effective = restarted;
-    /* writes of this phase: where did they go? (node 1 read through its socket) */
-    rc = noodle_fo_verify(fo, 0, 1, restarted, &w);
-    printf("  writes after the restart: %ld ops, %ld acknowledged, %ld failed, %ld unknown; %ld "
-           "acknowledged missing on node 0; %ld landed on node 1\n",
-           w.ops, w.acked, w.failed, w.unknown, w.lost_acked, w.old_rows_after_fault);
-    for (size_t i = 0; i < w.ncodes; i++)
-        printf("    NOODLE-%d x%ld: %.200s\n", w.codes[i].code, w.codes[i].count,
-               w.codes[i].first_message);
-    fflush(stdout);
-    if (rc != 0) fail_msg("verify: %s", w.error);
+    load_for(fo, 0, 1000);
     assert_true(heard);
-    if (!n1.fenced || n0.fenced || cs.final_primary != 0)
-        fail_msg("node 1, a killed primary back as a primary, was taken as the primary again "
-                 "(primary now node %d; node 0 fenced %s, node 1 fenced %s): its promotion in "
-                 "the first cycle still counts as 'seen moving from standby to primary'",
-                 cs.final_primary, n0.fenced ? "yes" : "no", n1.fenced ? "yes" : "no");
-    assert_int_equal(w.old_rows_after_fault, 0);
-    assert_int_equal(w.lost_acked, 0);
+    assert_fenced_and_primary_kept(fo, 0, 1, restarted,
+                                   "its promotion in the first cycle still counts as 'seen moving "
+                                   "from standby to primary'");
 }
 
 /* After the read-only scenario's failover, the old primary is made writable
@@ -641,58 +665,18 @@ static void second_failover_fences_the_node_promoted_in_the_first_when_it_comes_
 static void read_only_old_primary_made_writable_again_is_fenced(void **state) {
     char msg[1024];
     (void)state;
-    noodle_fo_options o;
-    noodle_fo_options_init(&o);
-    o.fault = NOODLE_FO_READ_ONLY;
+    noodle_fo_options o = options_with(NOODLE_FO_READ_ONLY);
     noodle_fo *fo = open_driver(&o);
-    noodle_pg_server *s0 = noodle_fo_server(fo, 0);
-    noodle_fo_result r;
-    int rc = noodle_fo_failover(fo, &r);
-    print_block(&r);
-    if (rc != 0) fail_msg("%s", r.error);
-    assert_passed(&r, &o);
+    (void)failover_passes(fo);
 
     printf("==== the read-only old primary (node 0) is made writable again ====\n");
-    if (noodle_pg_server_set_read_only(s0, false, msg, sizeof msg) != 0)
+    if (noodle_pg_server_set_read_only(noodle_fo_server(fo, 0), false, msg, sizeof msg) != 0)
         fail_msg("set_read_only(false): %s", msg);
     int64_t writable = noodle_fo_now();
     noodle_fo_set_load(fo, 16, 0);
-    if (noodle_fo_load_start(fo, 1, msg, sizeof msg) != 0) fail_msg("%s", msg);
-    noodle_fo_sleep_until(writable + NOODLE_MS(1500));
-    noodle_fo_load_stop(fo);
-
-    noodle_cluster_node_info n0, n1;
-    noodle_error err;
-    assert_ok(noodle_cluster_node(noodle_fo_cluster(fo), 0, &n0, &err), &err);
-    assert_ok(noodle_cluster_node(noodle_fo_cluster(fo), 1, &n1, &err), &err);
-    noodle_fo_result cs;
-    memset(&cs, 0, sizeof cs);
-    cs.t0 = writable;
-    noodle_fo_cluster_state(fo, 0, &cs);
-    print_node("node 0 (old primary, writable again)", &n0);
-    print_node("node 1 (promoted)", &n1);
-    printf("  cluster: primary node %d, failovers %llu\n", cs.final_primary, cs.failovers);
-    printf("  events after it became writable:");
-    for (size_t i = 0; i < cs.nevents; i++)
-        printf("%s+%.1f %s n%d", i % 4 == 0 ? "\n    " : "  |  ", ms(writable, cs.timeline[i].time),
-               noodle_cluster_event_name(cs.timeline[i].type), cs.timeline[i].node);
-    printf("\n");
-    noodle_fo_result w;
-    memset(&w, 0, sizeof w);
-    w.fault_effective = writable;
-    rc = noodle_fo_verify(fo, 1, 0, writable, &w);
-    printf("  writes after that: %ld ops, %ld acknowledged, %ld failed, %ld unknown; %ld "
-           "acknowledged missing on node 1; %ld landed on node 0\n",
-           w.ops, w.acked, w.failed, w.unknown, w.lost_acked, w.old_rows_after_fault);
-    fflush(stdout);
-    if (rc != 0) fail_msg("verify: %s", w.error);
-    if (!n0.fenced || n1.fenced || cs.final_primary != 1)
-        fail_msg("the old primary, writable again while node 1 is the primary, was taken as the "
-                 "primary (primary now node %d; node 0 fenced %s, node 1 fenced %s): a "
-                 "read-only -> primary change counts as a promotion",
-                 cs.final_primary, n0.fenced ? "yes" : "no", n1.fenced ? "yes" : "no");
-    assert_int_equal(w.old_rows_after_fault, 0);
-    assert_int_equal(w.lost_acked, 0);
+    load_for(fo, 1, 1500);
+    assert_fenced_and_primary_kept(fo, 1, 0, writable,
+                                   "a read-only -> primary change counts as a promotion");
 }
 
 int main(void) {

@@ -157,6 +157,42 @@ static void start_pair(bool synchronous, noodle_pg_server **primary, noodle_pg_s
         fail_msg("%s", msg);
 }
 
+static void promote_ok(noodle_pg_server *standby) {
+    char msg[1024];
+    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+}
+
+static void restart_ok(noodle_pg_server *s) {
+    char msg[1024];
+    if (noodle_pg_server_restart(s, msg, sizeof msg) != 0) fail_msg("%s", msg);
+}
+
+/* The table t (v text) with one row, v = value, on primary, replicated to
+ * standby. */
+static void one_row_replicated(noodle_pg_server *primary, noodle_pg_server *standby,
+                               const char *value) {
+    char sql[128];
+    exec_ok(primary, "CREATE TABLE t (v text)");
+    snprintf(sql, sizeof sql, "INSERT INTO t VALUES ('%s')", value);
+    exec_ok(primary, sql);
+    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
+}
+
+/* Rejoin old_primary as a standby of new_primary (timed, as `what`): it must
+ * use `method`, be in recovery, and come to hold the rows 'common' and 'new'. */
+static void rejoin_ok(noodle_pg_server *old_primary, noodle_pg_server *new_primary,
+                      const char *what, const char *method) {
+    char msg[1024];
+    int64_t t0 = noodle_test_now_ms();
+    if (noodle_pg_server_rejoin_as_standby(old_primary, new_primary, msg, sizeof msg) != 0)
+        fail_msg("%s", msg);
+    printf("timing: rejoin (%s) %s: %lld ms\n", noodle_pg_server_rejoin_method(old_primary), what,
+           (long long)(noodle_test_now_ms() - t0));
+    assert_string_equal(noodle_pg_server_rejoin_method(old_primary), method);
+    assert_query(old_primary, "SELECT pg_is_in_recovery()", "t");
+    wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
+}
+
 /* ---- streaming and synchronous standbys --------------------------------------------------- */
 
 static void synchronous_standbys_stream_and_show_the_primary_rows(void **state) {
@@ -226,7 +262,7 @@ killed_primary_is_gone_and_the_promoted_standby_accepts_writes_with_its_rows(voi
     PQfinish(c);
 
     int64_t t1 = noodle_test_now_ms();
-    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    promote_ok(standby);
     int64_t promoted = noodle_test_now_ms();
     char sqlstate[8];
     client_sqlstate(standby, "INSERT INTO t VALUES ('after failover')", sqlstate, sizeof sqlstate);
@@ -254,7 +290,7 @@ static void killed_server_restarts_on_its_port_with_its_rows(void **state) {
     assert_int_equal(noodle_pg_server_kill(s, SIGKILL), 0);
     assert_int_equal(noodle_pg_server_freeze(s), -1); /* nothing to freeze */
     int64_t t0 = noodle_test_now_ms();
-    if (noodle_pg_server_restart(s, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    restart_ok(s);
     printf("timing: restart after kill -9: %lld ms\n", (long long)(noodle_test_now_ms() - t0));
     assert_int_equal(noodle_pg_server_port(s), port);
     assert_true(noodle_pg_server_is_running(s));
@@ -270,7 +306,7 @@ static void killed_server_restarts_on_its_port_with_its_rows(void **state) {
     printf("timing: fast shutdown: %lld ms\n", (long long)(noodle_test_now_ms() - t0));
     assert_false(noodle_pg_server_is_running(s));
     assert_int_equal(noodle_pg_server_shutdown(s, msg, sizeof msg), 0); /* already down */
-    if (noodle_pg_server_restart(s, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    restart_ok(s);
     assert_query(s, "SELECT count(*) FROM t", "3");
 }
 
@@ -307,30 +343,21 @@ rejoined_old_primary_is_in_recovery_with_the_new_rows_and_not_its_divergent_one(
     (void)state;
     noodle_pg_server *old_primary, *standby;
     start_pair(false, &old_primary, &standby);
-    exec_ok(old_primary, "CREATE TABLE t (v text)");
-    exec_ok(old_primary, "INSERT INTO t VALUES ('common')");
-    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
+    one_row_replicated(old_primary, standby, "common");
 
     assert_int_equal(noodle_pg_server_shutdown(standby, msg, sizeof msg), 0);
     exec_ok(old_primary, "INSERT INTO t VALUES ('divergent')");
     assert_int_equal(noodle_pg_server_kill(old_primary, SIGKILL), 0);
-    if (noodle_pg_server_restart(standby, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    restart_ok(standby);
     assert_query(standby, "SELECT pg_is_in_recovery()", "t");
-    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    promote_ok(standby);
     noodle_pg_server *new_primary = standby;
     exec_ok(new_primary, "INSERT INTO t VALUES ('new')");
 
-    int64_t t0 = noodle_test_now_ms();
-    if (noodle_pg_server_rejoin_as_standby(old_primary, new_primary, msg, sizeof msg) != 0)
-        fail_msg("%s", msg);
-    printf("timing: rejoin (%s) of a killed primary: %lld ms\n",
-           noodle_pg_server_rejoin_method(old_primary), (long long)(noodle_test_now_ms() - t0));
-    assert_string_equal(noodle_pg_server_rejoin_method(old_primary), "pg_rewind");
-    assert_query(old_primary, "SELECT pg_is_in_recovery()", "t");
+    rejoin_ok(old_primary, new_primary, "of a killed primary", "pg_rewind");
     assert_int_equal(noodle_pg_server_wait_streaming(new_primary, 1, 10000, msg, sizeof msg), 0);
     assert_query(new_primary, "SELECT string_agg(application_name, ',') FROM pg_stat_replication",
                  noodle_pg_server_name(old_primary));
-    wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
     exec_ok(new_primary, "INSERT INTO t VALUES ('newer')");
     wait_for(old_primary, "SELECT count(*) FROM t WHERE v = 'newer'", "1", 5000);
 }
@@ -338,51 +365,29 @@ rejoined_old_primary_is_in_recovery_with_the_new_rows_and_not_its_divergent_one(
 /* A running former primary (e.g. after a partition healed) is shut down
  * and rewound as well. */
 static void running_old_primary_rejoins_after_a_clean_shutdown(void **state) {
-    char msg[1024];
     (void)state;
     noodle_pg_server *old_primary, *standby;
     start_pair(false, &old_primary, &standby);
-    exec_ok(old_primary, "CREATE TABLE t (v text)");
-    exec_ok(old_primary, "INSERT INTO t VALUES ('common')");
-    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
-    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    one_row_replicated(old_primary, standby, "common");
+    promote_ok(standby);
     exec_ok(standby, "INSERT INTO t VALUES ('new')");
     exec_ok(old_primary, "INSERT INTO t VALUES ('split brain')");
-
-    int64_t t0 = noodle_test_now_ms();
-    if (noodle_pg_server_rejoin_as_standby(old_primary, standby, msg, sizeof msg) != 0)
-        fail_msg("%s", msg);
-    printf("timing: rejoin (%s) of a running primary: %lld ms\n",
-           noodle_pg_server_rejoin_method(old_primary), (long long)(noodle_test_now_ms() - t0));
-    assert_string_equal(noodle_pg_server_rejoin_method(old_primary), "pg_rewind");
-    assert_query(old_primary, "SELECT pg_is_in_recovery()", "t");
-    wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
+    rejoin_ok(old_primary, standby, "of a running primary", "pg_rewind");
 }
 
 /* pg_rewind refuses a target without wal_log_hints (and without data
  * checksums): the rejoin falls back to a fresh base backup. */
 static void old_primary_without_wal_log_hints_rejoins_through_a_fresh_base_backup(void **state) {
-    char msg[1024];
     (void)state;
     noodle_pg_server_options po = {.extra_conf = "wal_log_hints = off"};
     noodle_pg_server *old_primary = start(&po, "primary without wal_log_hints");
     noodle_pg_server_options so = {.standby_of = old_primary};
     noodle_pg_server *standby = start(&so, "standby");
-    exec_ok(old_primary, "CREATE TABLE t (v text)");
-    exec_ok(old_primary, "INSERT INTO t VALUES ('common')");
-    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
+    one_row_replicated(old_primary, standby, "common");
     assert_int_equal(noodle_pg_server_kill(old_primary, SIGKILL), 0);
-    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    promote_ok(standby);
     exec_ok(standby, "INSERT INTO t VALUES ('new')");
-
-    int64_t t0 = noodle_test_now_ms();
-    if (noodle_pg_server_rejoin_as_standby(old_primary, standby, msg, sizeof msg) != 0)
-        fail_msg("%s", msg);
-    printf("timing: rejoin (%s) without wal_log_hints: %lld ms\n",
-           noodle_pg_server_rejoin_method(old_primary), (long long)(noodle_test_now_ms() - t0));
-    assert_string_equal(noodle_pg_server_rejoin_method(old_primary), "pg_basebackup");
-    assert_query(old_primary, "SELECT pg_is_in_recovery()", "t");
-    wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
+    rejoin_ok(old_primary, standby, "without wal_log_hints", "pg_basebackup");
 }
 
 /* ---- freezing ----------------------------------------------------------------------------------
@@ -504,9 +509,7 @@ partitioned_primary_in_a_namespace_times_out_new_connections_until_restored(void
     if (noodle_pg_server_wait_streaming(primary, 1, 10000, msg, sizeof msg) != 0)
         fail_msg("%s", msg);
     assert_query(primary, "SELECT client_addr::text LIKE '10.200.%' FROM pg_stat_replication", "t");
-    exec_ok(primary, "CREATE TABLE t (v text)");
-    exec_ok(primary, "INSERT INTO t VALUES ('before')");
-    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
+    one_row_replicated(primary, standby, "before");
 
     bool ok;
     int64_t ms = connect_ms(primary, &ok);
@@ -530,7 +533,7 @@ partitioned_primary_in_a_namespace_times_out_new_connections_until_restored(void
     /* Failover out of the namespace and back: the old primary rejoins from
      * inside its namespace (streaming through the new primary's socket). */
     assert_int_equal(noodle_pg_server_kill(primary, SIGKILL), 0);
-    if (noodle_pg_server_promote(standby, 10000, msg, sizeof msg) != 0) fail_msg("%s", msg);
+    promote_ok(standby);
     exec_ok(standby, "INSERT INTO t VALUES ('after failover')");
     if (noodle_pg_server_rejoin_as_standby(primary, standby, msg, sizeof msg) != 0)
         fail_msg("%s", msg);

@@ -181,19 +181,17 @@ static void note_message(noodle_fo *fo, int code, const noodle_error *err) {
 static void observer(const noodle_cluster_event *ev, void *arg) {
     noodle_fo *fo = arg;
     pthread_mutex_lock(&fo->lock);
-    if (fo->nevents < MAX_EVENTS) {
-        noodle_fo_event *e = &fo->events[fo->nevents++];
-        e->type = ev->type;
-        e->time = ev->time;
-        e->node = ev->node;
-        e->code = ev->code;
-        e->old_role = ev->old_role;
-        e->role = ev->role;
-        e->breaker = ev->breaker;
-        e->generation = ev->generation;
-    } else {
+    if (fo->nevents < MAX_EVENTS)
+        fo->events[fo->nevents++] = (noodle_fo_event){.type = ev->type,
+                                                      .time = ev->time,
+                                                      .node = ev->node,
+                                                      .code = ev->code,
+                                                      .old_role = ev->old_role,
+                                                      .role = ev->role,
+                                                      .breaker = ev->breaker,
+                                                      .generation = ev->generation};
+    else
         fo->events_dropped++;
-    }
     pthread_mutex_unlock(&fo->lock);
 }
 
@@ -573,6 +571,15 @@ const noodle_fo_read *noodle_fo_reads(noodle_fo *fo, size_t *n) {
 
 /* ---- reading back ---------------------------------------------------------------------------- */
 
+/* Mark present[id - 1] for an id read back; count it in *outside when it is
+ * not in 1..n. */
+static void mark_id(long long id, unsigned char *present, size_t n, long *outside) {
+    if (id >= 1 && (size_t)id <= n)
+        present[id - 1] = 1;
+    else
+        (*outside)++;
+}
+
 /* Mark present[id - 1] for every id of ledger on s, through a fresh TCP
  * connection. rows: all rows; outside: ids not in 1..n. */
 static int ids_over_tcp(noodle_pg_server *s, unsigned char *present, size_t n, long *rows,
@@ -595,13 +602,8 @@ static int ids_over_tcp(noodle_pg_server *s, unsigned char *present, size_t n, l
     }
     *rows = PQntuples(res);
     *outside = 0;
-    for (int r = 0; r < PQntuples(res); r++) {
-        long long id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
-        if (id >= 1 && (size_t)id <= n)
-            present[id - 1] = 1;
-        else
-            (*outside)++;
-    }
+    for (int r = 0; r < PQntuples(res); r++)
+        mark_id(strtoll(PQgetvalue(res, r, 0), NULL, 10), present, n, outside);
     PQclear(res);
     PQfinish(c);
     return 0;
@@ -636,10 +638,7 @@ static int ids_over_socket(noodle_pg_server *s, unsigned char *present, size_t n
         long long id = strtoll(p, &end, 10);
         if (end == p) break;
         (*rows)++;
-        if (id >= 1 && (size_t)id <= n)
-            present[id - 1] = 1;
-        else
-            (*outside)++;
+        mark_id(id, present, n, outside);
         p = *end == ',' ? end + 1 : end;
     }
     free(buf);

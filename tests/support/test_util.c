@@ -6,6 +6,8 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,57 @@ int64_t noodle_test_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void noodle_test_sleep_ms(int64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The first failure a worker thread recorded ("" when none). */
+static pthread_mutex_t thread_failure_mu = PTHREAD_MUTEX_INITIALIZER;
+static char thread_failure[1024];
+
+void noodle_test_thread_fail(const char *fmt, ...) {
+    pthread_mutex_lock(&thread_failure_mu);
+    if (thread_failure[0] == '\0') {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(thread_failure, sizeof thread_failure, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&thread_failure_mu);
+}
+
+void noodle_test_assert_no_thread_failure(void) {
+    pthread_mutex_lock(&thread_failure_mu);
+    char copy[sizeof thread_failure];
+    memcpy(copy, thread_failure, sizeof copy);
+    pthread_mutex_unlock(&thread_failure_mu);
+    if (copy[0] != '\0') fail_msg("on a worker thread: %s", copy);
+}
+
+void noodle_test_reset_thread_failure(void) {
+    pthread_mutex_lock(&thread_failure_mu);
+    thread_failure[0] = '\0';
+    pthread_mutex_unlock(&thread_failure_mu);
+}
+
+int noodle_test_thread_count(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+void noodle_test_config_load(noodle_config *cfg, const noodle_config_options *o) {
+    char *envp[] = {NULL};
+    noodle_error err;
+    assert_ok(noodle_config_load(cfg, envp, o, &err), &err);
 }
 
 int noodle_test_tempdir(char *buf, size_t size) {
@@ -39,21 +92,21 @@ int noodle_test_rm_rf(const char *path) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-void noodle_test_exec_ok(noodle_conn *c, const char *sql) {
+/* The rows of sql (no parameters) on c, run with a 10 s deadline; fails the
+ * test on error. */
+static noodle_rows *query_ok(noodle_conn *c, const char *sql) {
     noodle_rows *rows = NULL;
     noodle_error err;
     assert_ok(noodle_conn_execute(c, sql, NULL, 0, noodle_deadline_after(NULL, NOODLE_SEC(10)),
                                   &rows, &err),
               &err);
-    noodle_rows_free(rows);
+    return rows;
 }
 
+void noodle_test_exec_ok(noodle_conn *c, const char *sql) { noodle_rows_free(query_ok(c, sql)); }
+
 int64_t noodle_test_query_int(noodle_conn *c, const char *sql) {
-    noodle_rows *rows = NULL;
-    noodle_error err;
-    assert_ok(noodle_conn_execute(c, sql, NULL, 0, noodle_deadline_after(NULL, NOODLE_SEC(10)),
-                                  &rows, &err),
-              &err);
+    noodle_rows *rows = query_ok(c, sql);
     assert_int_equal(noodle_rows_count(rows), 1);
     const noodle_value *v = noodle_rows_get(rows, 0, 0);
     assert_int_equal(v->type, NOODLE_TYPE_INT64);

@@ -5,10 +5,35 @@
 #include <stdint.h>
 
 #include "noodle/backend.h"
+#include "noodle/config.h"
 #include "noodle/error.h"
 
 /* Monotonic milliseconds, for generous elapsed-time bounds in tests. */
 int64_t noodle_test_now_ms(void);
+/* Sleep ms milliseconds. */
+void noodle_test_sleep_ms(int64_t ms);
+
+/* Poll cond every millisecond until it holds or ms pass; the caller asserts
+ * cond afterwards (so a failure prints what was expected). */
+#define WAIT_FOR(cond, ms)                                                                  \
+    do {                                                                                    \
+        int64_t wait_for_end_ = noodle_test_now_ms() + (ms);                                \
+        while (!(cond) && noodle_test_now_ms() < wait_for_end_) noodle_test_sleep_ms(1);    \
+    } while (0)
+
+/* Failures seen on worker threads, which must not call cmocka asserts (they
+ * would longjmp across threads): a worker records one with thread_fail, the
+ * test thread fails with the first recorded. reset forgets it (a test's setup). */
+void noodle_test_thread_fail(const char *fmt, ...) NOODLE_PRINTF(1, 2);
+void noodle_test_assert_no_thread_failure(void);
+void noodle_test_reset_thread_failure(void);
+
+/* The number of threads of this process (entries of /proc/self/task), or -1. */
+int noodle_test_thread_count(void);
+
+/* Load cfg from the options o alone (no process environment); fails the
+ * test on error. Free it with noodle_config_free. */
+void noodle_test_config_load(noodle_config *cfg, const noodle_config_options *o);
 
 /* Fail the current cmocka test with the formatted error when rc != 0. */
 #define assert_ok(rc, err)                                                              \

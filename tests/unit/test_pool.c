@@ -13,7 +13,6 @@
  * cmocka asserts (they would longjmp across threads): they record what went
  * wrong and the test thread fails with it.
  */
-#include <dirent.h>
 #include <fiu-control.h>
 #include <fiu.h>
 #include <inttypes.h>
@@ -36,6 +35,7 @@
 #include "noodle/config.h"
 #include "noodle/failpoint.h"
 #include "noodle/pool.h"
+#include "mock_nodes.h"
 #include "noodle_mock.h"
 #include "test_util.h"
 
@@ -43,61 +43,12 @@
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static void sleep_ms(int64_t ms) {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t now_ns(void) { return noodle_clock_now(NULL); }
-
-/* Poll cond every millisecond until it holds or ms pass; the caller asserts
- * cond afterwards (so a failure prints what was expected). */
-#define WAIT_FOR(cond, ms)                                                   \
-    do {                                                                     \
-        int64_t wait_for_end_ = noodle_test_now_ms() + (ms);                 \
-        while (!(cond) && noodle_test_now_ms() < wait_for_end_) sleep_ms(1); \
-    } while (0)
-
-/* A failure seen on a worker thread; the test thread fails with the first. */
-static pthread_mutex_t thread_failure_mu = PTHREAD_MUTEX_INITIALIZER;
-static char thread_failure[1024];
-
-static void thread_fail(const char *fmt, ...) NOODLE_PRINTF(1, 2);
-static void thread_fail(const char *fmt, ...) {
-    pthread_mutex_lock(&thread_failure_mu);
-    if (thread_failure[0] == '\0') {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(thread_failure, sizeof thread_failure, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&thread_failure_mu);
-}
 
 static void thread_fail_err(const char *what, int rc, const noodle_error *err) {
     char buf[600];
     noodle_error_format(err, buf, sizeof buf);
-    thread_fail("%s: rc %d: %s", what, rc, buf);
-}
-
-static void assert_no_thread_failure(void) {
-    pthread_mutex_lock(&thread_failure_mu);
-    char copy[sizeof thread_failure];
-    memcpy(copy, thread_failure, sizeof copy);
-    pthread_mutex_unlock(&thread_failure_mu);
-    if (copy[0] != '\0') fail_msg("on a worker thread: %s", copy);
-}
-
-/* The number of threads of this process (entries of /proc/self/task). */
-static int thread_count(void) {
-    DIR *d = opendir("/proc/self/task");
-    if (d == NULL) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
+    noodle_test_thread_fail("%s: rc %d: %s", what, rc, buf);
 }
 
 /* The whole number written just before `word` in msg (e.g. 7 in "7 waiting"),
@@ -156,7 +107,6 @@ static pool_spec spec(const char *node) {
 static int try_open_pool(const pool_spec *s, noodle_pool **out, noodle_error *err) {
     char url[96];
     snprintf(url, sizeof url, "mock://%s", s->node);
-    char *envp[] = {NULL};
     noodle_config_options o = NOODLE_CONFIG_OPTIONS_INIT;
     o.max_connections = s->max_connections;
     o.timeout_ms = s->timeout_ms;
@@ -170,8 +120,7 @@ static int try_open_pool(const pool_spec *s, noodle_pool **out, noodle_error *er
     o.backend = "mock";
     o.url = url;
     noodle_config cfg;
-    noodle_error cerr;
-    assert_ok(noodle_config_load(&cfg, envp, &o, &cerr), &cerr);
+    noodle_test_config_load(&cfg, &o);
 
     noodle_pool_options po = {.struct_size = sizeof(noodle_pool_options)};
     po.config = &cfg;
@@ -203,21 +152,6 @@ static noodle_pool_metrics metrics_of(noodle_pool *pool) {
     noodle_pool_metrics m;
     noodle_pool_get_metrics(pool, &m);
     return m;
-}
-
-static noodle_mock_stats stats_of(const char *node) {
-    noodle_mock_stats st;
-    noodle_error err;
-    assert_ok(noodle_mock_node_stats(node, &st, &err), &err);
-    return st;
-}
-
-/* Sessions the node has open now (0 when the node does not exist yet). */
-static int64_t server_open(const char *node) {
-    noodle_mock_stats st;
-    noodle_error err;
-    if (noodle_mock_node_stats(node, &st, &err) != 0) return 0;
-    return st.open_connections;
 }
 
 static noodle_conn *acquire_ok(noodle_pool *pool) {
@@ -403,7 +337,7 @@ static const char *event_order_violation(recorder *r, char *buf, size_t size) {
 static int setup(void **state) {
     (void)state;
     noodle_mock_reset();
-    thread_failure[0] = '\0';
+    noodle_test_reset_thread_failure();
     return 0;
 }
 
@@ -468,12 +402,12 @@ static void never_more_than_max_connections_open_or_opening_with_100_threads_on_
     for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, crowd_client, &c), 0);
     atomic_store(&c.go, 1);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_int_equal(atomic_load(&c.ok), THREADS * 20);
     assert_int_equal(atomic_load(&c.failed), 0);
 
     noodle_pool_metrics m = metrics_of(pool);
-    noodle_mock_stats st = stats_of("t_max");
+    noodle_mock_stats st = noodle_test_node_stats("t_max");
     /* the pool's own view (open or opening) and the server's */
     assert_in_range(m.peak_total, 2, 20);
     assert_in_range(st.peak_connections, 1, 20);
@@ -481,7 +415,7 @@ static void never_more_than_max_connections_open_or_opening_with_100_threads_on_
     assert_int_equal(m.acquired, THREADS * 20);
     assert_true(m.total <= 20);
     noodle_pool_close(pool);
-    assert_int_equal(server_open("t_max"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_max"), 0);
 }
 
 /* ---- STD-POOL-TIMEOUT ------------------------------------------------------------------------ */
@@ -513,11 +447,11 @@ static void *waiter_main(void *arg) {
         noodle_error err;
         int rc = run_sql(c, "SELECT 1", NULL, 0, &err);
         if (rc != 0) thread_fail_err("SELECT 1 on an acquired connection", rc, &err);
-        if (w->hold_ms > 0) sleep_ms(w->hold_ms);
+        if (w->hold_ms > 0) noodle_test_sleep_ms(w->hold_ms);
         if (w->keep) w->conn = c;
         else noodle_pool_release(w->pool, &c);
     } else if (c != NULL) {
-        thread_fail("a failed acquire (%d) left *out non-NULL", w->rc);
+        noodle_test_thread_fail("a failed acquire (%d) left *out non-NULL", w->rc);
     }
     atomic_store(&w->done, 1);
     return NULL;
@@ -571,7 +505,7 @@ static void acquire_times_out_with_2002_naming_in_use_and_waiting(void **state) 
     noodle_pool_release(pool, &a);
     pthread_join(t, NULL);
     assert_ok(w.rc, &w.err);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     noodle_pool_release(pool, &b);
     noodle_pool_close(pool);
     recorder_free(rec);
@@ -610,13 +544,13 @@ static void acquire_until_waits_until_its_explicit_deadline(void **state) {
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, waiter_main, &w), 0);
     WAIT_FOR(metrics_of(pool).waiting == 1, 3000);
-    sleep_ms(100);
+    noodle_test_sleep_ms(100);
     noodle_pool_release(pool, &a);
     pthread_join(t, NULL);
     assert_ok(w.rc, &w.err);
     assert_in_range(w.elapsed_ms, 90, 3000);
     assert_int_equal(metrics_of(pool).timeouts, 2);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     noodle_pool_close(pool);
 }
 
@@ -687,7 +621,7 @@ static void after_shutdown_acquires_fail_with_2001_and_waiters_are_failed_with_2
     assert_in_range(noodle_test_now_ms() - t0, 0, 1000);
 
     /* shutdown still waits for the connection in use, which keeps working */
-    sleep_ms(50);
+    noodle_test_sleep_ms(50);
     assert_false(atomic_load(&sc.done));
     sql_ok(a, "SELECT 1");
     int64_t released_ms = noodle_test_now_ms();
@@ -703,12 +637,12 @@ static void after_shutdown_acquires_fail_with_2001_and_waiters_are_failed_with_2
     assert_int_equal(m.waiting, 0);
     assert_int_equal(m.opened, m.closed_total);
     assert_int_equal(m.closed[NOODLE_CLOSE_SHUTDOWN], 1);
-    assert_int_equal(server_open("t_shutdown"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_shutdown"), 0);
     assert_int_equal(count_events(rec, NOODLE_POOL_EV_SHUTDOWN, -1), 1);
     assert_int_equal(count_events(rec, NOODLE_POOL_EV_CLOSED, NOODLE_CLOSE_SHUTDOWN), 1);
     /* idempotent */
     assert_ok(noodle_pool_shutdown(pool, noodle_deadline_after(NULL, NOODLE_SEC(1)), &err), &err);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     noodle_pool_close(pool);
     recorder_free(rec);
 }
@@ -744,19 +678,19 @@ static void shutdown_under_load_returns_0_only_once_every_connection_is_closed(v
         pthread_t t[CLIENTS];
         for (int i = 0; i < CLIENTS; i++)
             assert_int_equal(pthread_create(&t[i], NULL, until_closed_client, pool), 0);
-        sleep_ms(5);
+        noodle_test_sleep_ms(5);
         noodle_error err;
         assert_ok(noodle_pool_shutdown(pool, noodle_deadline_after(NULL, NOODLE_SEC(10)), &err), &err);
         /* "then close every connection. Returns 0": nothing is left open */
         noodle_pool_metrics m = metrics_of(pool);
-        int64_t server = server_open(node);
+        int64_t server = noodle_test_node_sessions(node);
         if (m.total != 0 || server != 0 || m.opened != m.closed_total)
             fail_msg("round %d: shutdown returned 0 with %" PRId64 " connections open (%" PRId64
                      " idle, %" PRId64 " in use, %" PRId64 " opening; opened %" PRIu64
                      ", closed %" PRIu64 "); the server has %" PRId64 " sessions",
                      round, m.total, m.idle, m.active, m.opening, m.opened, m.closed_total, server);
         for (int i = 0; i < CLIENTS; i++) pthread_join(t[i], NULL);
-        assert_no_thread_failure();
+        noodle_test_assert_no_thread_failure();
         noodle_pool_close(pool);
     }
 }
@@ -786,7 +720,7 @@ static void shutdown_with_a_connection_in_use_returns_2007_at_its_deadline(void 
     noodle_pool_metrics m = metrics_of(pool);
     assert_int_equal(m.total, 0);
     assert_int_equal(m.opened, m.closed_total);
-    assert_int_equal(server_open("t_busy_shutdown"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_busy_shutdown"), 0);
     noodle_pool_close(pool);
 }
 
@@ -817,14 +751,14 @@ static void waiters_are_served_in_arrival_order(void **state) {
         /* the next one arrives only once this one is queued */
         WAIT_FOR(metrics_of(pool).waiting == i + 1, 3000);
         assert_int_equal(metrics_of(pool).waiting, i + 1);
-        sleep_ms(2);
+        noodle_test_sleep_ms(2);
     }
     noodle_pool_release(pool, &a);
     for (int i = 0; i < WAITERS; i++) {
         pthread_join(t[i], NULL);
         assert_ok(w[i].rc, &w[i].err);
     }
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     for (int i = 0; i < WAITERS; i++)
         if (order[i] != i) {
             char got[128] = "";
@@ -904,7 +838,7 @@ static void a_newcomer_never_overtakes_a_queued_waiter(void **state) {
     }
     atomic_store(&sp.stop, 1);
     pthread_join(spt, NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     if (overtaken > 0)
         fail_msg("in trial %d a client that arrived later was served before the one already "
                  "waiting (FIFO)",
@@ -1010,7 +944,7 @@ static void releasing_a_broken_connection_closes_it_and_the_next_acquire_gets_a_
     m = metrics_of(pool);
     assert_int_equal(m.opened, 3);
     assert_int_equal(m.total, 1);
-    assert_int_equal(server_open("t_broken"), 1);
+    assert_int_equal(noodle_test_node_sessions("t_broken"), 1);
     noodle_pool_close(pool);
     recorder_free(rec);
 }
@@ -1129,17 +1063,18 @@ static void idle_connections_killed_server_side_are_never_handed_out(void **stat
         }
         for (int i = 0; i < N; i++) noodle_pool_release(pool, &c[i]);
         assert_int_equal(metrics_of(pool).idle, N);
-        sleep_ms(60); /* past the bypass window */
-        int64_t validations = stats_of("t_stale").calls[NOODLE_MOCK_OP_VALIDATE];
+        noodle_test_sleep_ms(60); /* past the bypass window */
+        int64_t validations = noodle_test_node_stats("t_stale").calls[NOODLE_MOCK_OP_VALIDATE];
         assert_ok(noodle_mock_node_kill_connections("t_stale", &err), &err);
-        assert_int_equal(server_open("t_stale"), 0);
+        assert_int_equal(noodle_test_node_sessions("t_stale"), 0);
         /* every connection handed out works: none of the killed ones */
         for (int i = 0; i < N; i++) {
             c[i] = acquire_ok(pool);
             int rc = run_sql(c[i], "SELECT 1", NULL, 0, &err);
             if (rc != 0) fail_msg("round %d: a stale connection was handed out: %d %s", round, rc, err.message);
         }
-        assert_true(stats_of("t_stale").calls[NOODLE_MOCK_OP_VALIDATE] - validations >= N);
+        assert_true(
+            noodle_test_node_stats("t_stale").calls[NOODLE_MOCK_OP_VALIDATE] - validations >= N);
         for (int i = 0; i < N; i++) noodle_pool_release(pool, &c[i]);
         noodle_pool_metrics m = metrics_of(pool);
         assert_int_equal(m.validation_failures, (uint64_t)(N * round));
@@ -1170,7 +1105,7 @@ static void a_connection_held_unused_past_the_bypass_window_is_validated_before_
     noodle_error err;
     noodle_conn *c = acquire_ok(pool);
     sql_ok(c, "SELECT 1");
-    sleep_ms(300); /* held, not used */
+    noodle_test_sleep_ms(300); /* held, not used */
     assert_ok(noodle_mock_node_kill_connections("t_held_unused", &err), &err);
     noodle_pool_release(pool, &c);
     c = acquire_ok(pool);
@@ -1193,7 +1128,7 @@ static void connections_used_within_the_bypass_window_are_not_validated(void **s
     noodle_conn *c = acquire_ok(pool);
     sql_ok(c, "SELECT 1");
     noodle_pool_release(pool, &c);
-    int64_t base = stats_of("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE];
+    int64_t base = noodle_test_node_stats("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE];
     /* reuse well inside the window: no validation */
     int64_t t0 = noodle_test_now_ms();
     int cycles = 0;
@@ -1204,12 +1139,12 @@ static void connections_used_within_the_bypass_window_are_not_validated(void **s
         cycles++;
     }
     assert_true(cycles >= 1);
-    assert_int_equal(stats_of("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE], base);
+    assert_int_equal(noodle_test_node_stats("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE], base);
     assert_int_equal(metrics_of(pool).opened, 1);
     /* idle past the window: the next reuse validates, once */
-    sleep_ms(450);
+    noodle_test_sleep_ms(450);
     c = acquire_ok(pool);
-    assert_int_equal(stats_of("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE], base + 1);
+    assert_int_equal(noodle_test_node_stats("t_bypass").calls[NOODLE_MOCK_OP_VALIDATE], base + 1);
     sql_ok(c, "SELECT 1");
     noodle_pool_release(pool, &c);
     noodle_pool_close(pool);
@@ -1224,13 +1159,14 @@ static void with_no_bypass_window_every_reuse_is_validated(void **state) {
     noodle_conn *c = acquire_ok(pool);
     sql_ok(c, "SELECT 1");
     noodle_pool_release(pool, &c);
-    int64_t base = stats_of("t_no_bypass").calls[NOODLE_MOCK_OP_VALIDATE];
+    int64_t base = noodle_test_node_stats("t_no_bypass").calls[NOODLE_MOCK_OP_VALIDATE];
     for (int i = 0; i < 10; i++) {
         c = acquire_ok(pool);
         sql_ok(c, "SELECT 1");
         noodle_pool_release(pool, &c);
     }
-    assert_int_equal(stats_of("t_no_bypass").calls[NOODLE_MOCK_OP_VALIDATE], base + 10);
+    assert_int_equal(noodle_test_node_stats("t_no_bypass").calls[NOODLE_MOCK_OP_VALIDATE],
+                     base + 10);
     noodle_pool_close(pool);
 }
 
@@ -1247,9 +1183,9 @@ static void no_connection_is_opened_while_an_idle_one_can_serve(void **state) {
         sql_ok(c, "SELECT 1");
         noodle_pool_release(pool, &c);
     }
-    sleep_ms(100);
+    noodle_test_sleep_ms(100);
     assert_int_equal(metrics_of(pool).opened, 1);
-    assert_int_equal(stats_of("t_no_extra").connects_total, 1);
+    assert_int_equal(noodle_test_node_stats("t_no_extra").connects_total, 1);
     noodle_pool_close(pool);
 
     /* a warm pool: what min_idle opened serves sequential use, and nothing
@@ -1263,7 +1199,7 @@ static void no_connection_is_opened_while_an_idle_one_can_serve(void **state) {
         noodle_conn *c = acquire_ok(pool);
         noodle_pool_release(pool, &c);
     }
-    sleep_ms(100);
+    noodle_test_sleep_ms(100);
     uint64_t opened = metrics_of(pool).opened;
     assert_in_range(opened, 2, 3);
     for (int i = 0; i < 200; i++) {
@@ -1271,9 +1207,9 @@ static void no_connection_is_opened_while_an_idle_one_can_serve(void **state) {
         sql_ok(c, "SELECT 1");
         noodle_pool_release(pool, &c);
     }
-    sleep_ms(100);
+    noodle_test_sleep_ms(100);
     assert_int_equal(metrics_of(pool).opened, opened);
-    assert_int_equal(stats_of("t_no_extra_warm").connects_total, (int64_t)opened);
+    assert_int_equal(noodle_test_node_stats("t_no_extra_warm").connects_total, (int64_t)opened);
     noodle_pool_close(pool);
 }
 
@@ -1299,11 +1235,11 @@ static void a_burst_of_50_clients_against_150ms_connects_with_min_idle_5_holds_a
     for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, crowd_client, &c), 0);
     atomic_store(&c.go, 1);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_int_equal(atomic_load(&c.ok), THREADS);
-    sleep_ms(400); /* let any connect started during the burst finish */
+    noodle_test_sleep_ms(400); /* let any connect started during the burst finish */
     noodle_pool_metrics m = metrics_of(pool);
-    noodle_mock_stats st = stats_of("t_spike");
+    noodle_mock_stats st = noodle_test_node_stats("t_spike");
     if (m.peak_total > 7 || st.peak_connections > 7)
         fail_msg("spike opened more than demand needs: pool peak %" PRId64 ", server peak %" PRId64
                  " (max 7)",
@@ -1332,7 +1268,7 @@ static void *churn_client(void *arg) {
         }
         if (rc != 0) {
             thread_fail_err("acquire (expected 0 or 2002)", rc, &err);
-            sleep_ms(5);
+            noodle_test_sleep_ms(5);
             continue;
         }
         atomic_fetch_add(&ch->ok, 1);
@@ -1343,7 +1279,7 @@ static void *churn_client(void *arg) {
                 thread_fail_err("SELECT 1", rc, &err);
             atomic_fetch_add(&ch->query_failures, 1);
         }
-        if (ch->hold_ms > 0) sleep_ms(ch->hold_ms);
+        if (ch->hold_ms > 0) noodle_test_sleep_ms(ch->hold_ms);
         noodle_pool_release(ch->pool, &c);
     }
     return NULL;
@@ -1374,14 +1310,14 @@ static void after_connect_faults_stop_the_pool_serves_at_full_capacity_within_on
                                                NOODLE_E_CONNECT_FAILED, &err),
                   &err);
         for (int i = 0; i < 8; i++) { /* force reconnects */
-            sleep_ms(50);
+            noodle_test_sleep_ms(50);
             assert_ok(noodle_mock_node_kill_connections("t_recover", &err), &err);
         }
     }
-    sleep_ms(300); /* a full outage: backoff grows to its maximum */
+    noodle_test_sleep_ms(300); /* a full outage: backoff grows to its maximum */
     atomic_store(&ch.stop, 1);
     for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_true(atomic_load(&ch.timeouts) > 0); /* the outage was felt */
 
     /* faults stop: full capacity within one (maximum) backoff period plus
@@ -1403,7 +1339,7 @@ static void after_connect_faults_stop_the_pool_serves_at_full_capacity_within_on
     for (int i = 0; i < N; i++) noodle_pool_release(pool, &c[i]);
 
     noodle_pool_metrics m = metrics_of(pool);
-    noodle_mock_stats st = stats_of("t_recover");
+    noodle_mock_stats st = noodle_test_node_stats("t_recover");
     assert_true(m.connect_failures > 0);
     assert_int_equal(m.connect_failures, (uint64_t)st.failures[NOODLE_MOCK_OP_CONNECT]);
     assert_int_equal(count_events(rec, NOODLE_POOL_EV_CONNECT_FAILED, -1), m.connect_failures);
@@ -1433,7 +1369,7 @@ static void failed_connects_back_off_exponentially_instead_of_retrying_at_once(v
      * 200, ... ms, each jittered down by up to 50 %, allow about 6 to 14
      * attempts (a retry loop without backoff would make thousands) */
     assert_code(noodle_pool_acquire(pool, &c, &err), &err, NOODLE_E_POOL_TIMEOUT);
-    int64_t attempts = stats_of("t_backoff").calls[NOODLE_MOCK_OP_CONNECT];
+    int64_t attempts = noodle_test_node_stats("t_backoff").calls[NOODLE_MOCK_OP_CONNECT];
     if (attempts < 4 || attempts > 30)
         fail_msg("%" PRId64 " connect attempts during a 1 s outage (backoff 20..200 ms)", attempts);
     assert_int_equal(metrics_of(pool).connect_failures, (uint64_t)attempts);
@@ -1482,7 +1418,7 @@ static void a_slow_connect_blocks_neither_releases_nor_metrics_and_opens_one_at_
     pthread_join(t[0], NULL);
     pthread_join(t[1], NULL);
     assert_ok(w[1].rc, &w[1].err);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     noodle_pool_release(pool, &a);
     noodle_pool_release(pool, &w[0].conn);
     noodle_pool_release(pool, &w[1].conn);
@@ -1520,20 +1456,19 @@ static void a_pool_finds_its_backend_by_name_and_refuses_options_without_a_confi
     void **state) {
     (void)state;
     noodle_error err;
-    char *envp[] = {NULL};
     noodle_config_options o = NOODLE_CONFIG_OPTIONS_INIT;
     o.backend = "mock";
     o.url = "mock://t_by_name";
     o.min_idle = 1;
     noodle_config cfg;
-    assert_ok(noodle_config_load(&cfg, envp, &o, &err), &err);
+    noodle_test_config_load(&cfg, &o);
     noodle_pool_options po = {.struct_size = sizeof(noodle_pool_options)};
     po.config = &cfg; /* no backend: found by the configuration's name */
     po.warm_up_blocking = true;
     noodle_pool *pool = NULL;
     assert_ok(noodle_pool_open(&po, &pool, &err), &err);
     noodle_config_free(&cfg);
-    assert_int_equal(server_open("t_by_name"), 1);
+    assert_int_equal(noodle_test_node_sessions("t_by_name"), 1);
     noodle_conn *c = acquire_ok(pool);
     assert_ptr_equal(noodle_conn_backend(c), noodle_mock_backend());
     assert_string_equal(noodle_conn_endpoint(c), "mock://t_by_name");
@@ -1561,18 +1496,18 @@ static void blocking_warm_up_opens_min_idle_before_open_returns(void **state) {
     s.warm_up_blocking = true;
     noodle_pool *pool = open_pool(&s);
     noodle_pool_metrics m = metrics_of(pool);
-    noodle_mock_stats st = stats_of("t_warm");
+    noodle_mock_stats st = noodle_test_node_stats("t_warm");
     assert_int_equal(m.total, 5);
     assert_int_equal(m.idle, 5);
     assert_int_equal(m.opened, 5);
     assert_int_equal(st.open_connections, 5);
     assert_int_equal(st.connects_total, 5);
     /* and kept: nothing more is opened without demand */
-    sleep_ms(150);
+    noodle_test_sleep_ms(150);
     assert_int_equal(metrics_of(pool).total, 5);
-    assert_int_equal(stats_of("t_warm").connects_total, 5);
+    assert_int_equal(noodle_test_node_stats("t_warm").connects_total, 5);
     noodle_pool_close(pool);
-    assert_int_equal(server_open("t_warm"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_warm"), 0);
 }
 
 static void warm_up_without_blocking_opens_min_idle_soon(void **state) {
@@ -1581,12 +1516,12 @@ static void warm_up_without_blocking_opens_min_idle_soon(void **state) {
     s.max_connections = 8;
     s.min_idle = 4;
     noodle_pool *pool = open_pool(&s);
-    WAIT_FOR(metrics_of(pool).idle == 4 && server_open("t_warm_async") == 4, 3000);
+    WAIT_FOR(metrics_of(pool).idle == 4 && noodle_test_node_sessions("t_warm_async") == 4, 3000);
     noodle_pool_metrics m = metrics_of(pool);
     assert_int_equal(m.idle, 4);
     assert_int_equal(m.total, 4);
-    assert_int_equal(server_open("t_warm_async"), 4);
-    sleep_ms(100);
+    assert_int_equal(noodle_test_node_sessions("t_warm_async"), 4);
+    noodle_test_sleep_ms(100);
     assert_int_equal(metrics_of(pool).total, 4);
     noodle_pool_close(pool);
 }
@@ -1600,16 +1535,16 @@ static void blocking_warm_up_against_a_node_refusing_connects_fails_with_2008(vo
     s.min_idle = 2;
     s.connect_timeout_ms = 300;
     s.warm_up_blocking = true;
-    int threads = thread_count();
+    int threads = noodle_test_thread_count();
     noodle_pool *pool = NULL;
     int64_t t0 = noodle_test_now_ms();
     int rc = try_open_pool(&s, &pool, &err);
     assert_code(rc, &err, NOODLE_E_POOL_WARMUP_FAILED);
     assert_null(pool);
     assert_in_range(noodle_test_now_ms() - t0, 0, 3000);
-    assert_int_equal(server_open("t_warm_refused"), 0);
-    WAIT_FOR(thread_count() == threads, 2000);
-    assert_int_equal(thread_count(), threads);
+    assert_int_equal(noodle_test_node_sessions("t_warm_refused"), 0);
+    WAIT_FOR(noodle_test_thread_count() == threads, 2000);
+    assert_int_equal(noodle_test_thread_count(), threads);
 }
 
 static void min_idle_is_restored_after_idle_connections_are_closed(void **state) {
@@ -1626,7 +1561,7 @@ static void min_idle_is_restored_after_idle_connections_are_closed(void **state)
     assert_int_equal(m.closed[NOODLE_CLOSE_GENERATION], 3);
     assert_int_equal(m.idle, 3);
     assert_int_equal(m.opened, 6);
-    assert_int_equal(server_open("t_keep_min"), 3);
+    assert_int_equal(noodle_test_node_sessions("t_keep_min"), 3);
     noodle_conn *c = acquire_ok(pool);
     assert_int_equal(noodle_conn_generation(c), gen);
     noodle_pool_release(pool, &c);
@@ -1670,10 +1605,10 @@ static void idle_connections_above_min_idle_are_reaped_after_the_idle_timeout(vo
                      (ev.time - released_at) / 1000000);
     }
     /* never below min_idle */
-    sleep_ms(300);
+    noodle_test_sleep_ms(300);
     m = metrics_of(pool);
     assert_int_equal(m.total, 2);
-    assert_int_equal(server_open("t_reap"), 2);
+    assert_int_equal(noodle_test_node_sessions("t_reap"), 2);
     noodle_pool_close(pool);
     recorder_free(rec);
 }
@@ -1716,7 +1651,7 @@ static void connections_past_max_lifetime_are_retired_and_replaced_but_never_whi
     size_t nacq = count_events(rec, NOODLE_POOL_EV_ACQUIRED, -1);
     assert_true(nth_event(rec, NOODLE_POOL_EV_ACQUIRED, -1, nacq - 1, &acq));
     int64_t acquired_at = now_ns();
-    sleep_ms(450);
+    noodle_test_sleep_ms(450);
     sql_ok(c, "SELECT 1");
     size_t n = 0;
     rec_event *evs = events_snapshot(rec, &n);
@@ -1789,7 +1724,7 @@ static void lifetime_retirement_is_jittered_so_connections_created_together_clos
     WAIT_FOR(metrics_of(pool).total == N, 3000);
     assert_int_equal(metrics_of(pool).total, N);
     assert_true(metrics_of(pool).peak_total <= N);
-    assert_true(stats_of("t_jitter").peak_connections <= N);
+    assert_true(noodle_test_node_stats("t_jitter").peak_connections <= N);
     noodle_pool_close(pool);
     recorder_free(rec);
 }
@@ -1817,27 +1752,29 @@ static void resizing_under_load_fails_no_acquire_and_the_size_converges(void **s
     static const int64_t sizes[][2] = {{0, 20}, {1, 3}, {4, 16}, {0, 1}, {2, 12}, {3, 4}, {2, 5}};
     size_t nsizes = sizeof sizes / sizeof sizes[0];
     for (size_t i = 0; i < nsizes; i++) {
-        sleep_ms(150);
+        noodle_test_sleep_ms(150);
         assert_ok(noodle_pool_resize(pool, sizes[i][0], sizes[i][1], &err), &err);
         noodle_pool_metrics m = metrics_of(pool);
         assert_int_equal(m.min_idle, sizes[i][0]);
         assert_int_equal(m.max_connections, sizes[i][1]);
     }
-    sleep_ms(150);
+    noodle_test_sleep_ms(150);
     atomic_store(&ch.stop, 1);
     for (int i = 0; i < CLIENTS; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_int_equal(atomic_load(&ch.timeouts), 0);
     assert_int_equal(atomic_load(&ch.query_failures), 0);
     assert_true(atomic_load(&ch.ok) > 50);
     /* converges to the last size */
-    WAIT_FOR(metrics_of(pool).total <= 5 && metrics_of(pool).total >= 2 && server_open("t_resize") == metrics_of(pool).total, 3000);
+    WAIT_FOR(metrics_of(pool).total <= 5 && metrics_of(pool).total >= 2 &&
+                 noodle_test_node_sessions("t_resize") == metrics_of(pool).total,
+             3000);
     noodle_pool_metrics m = metrics_of(pool);
     assert_in_range(m.total, 2, 5);
     assert_int_equal(m.active, 0);
-    assert_int_equal(server_open("t_resize"), m.total);
+    assert_int_equal(noodle_test_node_sessions("t_resize"), m.total);
     assert_true(m.peak_total <= 20);
-    assert_true(stats_of("t_resize").peak_connections <= 20);
+    assert_true(noodle_test_node_stats("t_resize").peak_connections <= 20);
     assert_int_equal(count_events(rec, NOODLE_POOL_EV_RESIZED, -1), nsizes);
     noodle_pool_close(pool);
     recorder_free(rec);
@@ -1872,7 +1809,7 @@ static void shrinking_closes_idle_connections_above_the_new_maximum_at_once_and_
     assert_int_equal(m.total, 3);
     assert_int_equal(m.idle, 3);
     assert_int_equal(m.closed[NOODLE_CLOSE_RESIZE], 7);
-    assert_int_equal(server_open("t_shrink"), 3);
+    assert_int_equal(noodle_test_node_sessions("t_shrink"), 3);
     /* and it never opens more than the new maximum */
     for (int i = 0; i < 3; i++) c[i] = acquire_ok(pool);
     noodle_conn *x = NULL;
@@ -1932,10 +1869,10 @@ static void a_connection_held_past_the_leak_threshold_is_reported_with_its_acqui
     pthread_t t[2];
     for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, churn_client, &ch), 0);
     WAIT_FOR(count_events(rec, NOODLE_POOL_EV_LEAK_SUSPECTED, -1) >= 1, 3000);
-    sleep_ms(50);
+    noodle_test_sleep_ms(50);
     atomic_store(&ch.stop, 1);
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_int_equal(atomic_load(&ch.timeouts), 0);
     assert_true(atomic_load(&ch.ok) > 5);
 
@@ -1980,18 +1917,18 @@ static void metrics_are_consistent_at_quiescence(void **state) {
     pthread_t t[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) assert_int_equal(pthread_create(&t[i], NULL, churn_client, &ch), 0);
     for (int i = 0; i < 5; i++) {
-        sleep_ms(80);
+        noodle_test_sleep_ms(80);
         assert_ok(noodle_mock_node_kill_connections("t_metrics", &err), &err);
     }
-    sleep_ms(50);
+    noodle_test_sleep_ms(50);
     atomic_store(&ch.stop, 1);
     for (int i = 0; i < CLIENTS; i++) pthread_join(t[i], NULL);
-    assert_no_thread_failure();
+    noodle_test_assert_no_thread_failure();
     assert_int_equal(atomic_load(&ch.timeouts), 0);
     /* quiescent: nothing in use, waiting or opening; wait out the reaper's
      * work on the connections above min_idle */
     WAIT_FOR(metrics_of(pool).opening == 0 && metrics_of(pool).total == 1, 3000);
-    sleep_ms(50);
+    noodle_test_sleep_ms(50);
     noodle_pool_metrics m = metrics_of(pool);
     assert_int_equal(m.active, 0);
     assert_int_equal(m.waiting, 0);
@@ -2018,13 +1955,13 @@ static void metrics_are_consistent_at_quiescence(void **state) {
     assert_true(m.coarse_resolution_ns > 0);
     assert_int_equal(m.timeouts, 0);
     /* the server agrees */
-    noodle_mock_stats st = stats_of("t_metrics");
+    noodle_mock_stats st = noodle_test_node_stats("t_metrics");
     assert_int_equal(st.open_connections, m.total);
     assert_int_equal((uint64_t)st.connects_total, m.opened);
     assert_true(m.closed[NOODLE_CLOSE_VALIDATION] + m.closed[NOODLE_CLOSE_BROKEN] > 0);
     assert_int_equal(m.validation_failures, m.closed[NOODLE_CLOSE_VALIDATION]);
     noodle_pool_close(pool);
-    assert_int_equal(server_open("t_metrics"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_metrics"), 0);
 }
 
 typedef struct timed_waiter_arg {
@@ -2052,7 +1989,7 @@ static void hold_times_and_acquire_waits_are_measured(void **state) {
     noodle_pool *pool = open_pool(&s);
     recorder *rec = observe(pool);
     noodle_conn *c = acquire_ok(pool);
-    sleep_ms(60);
+    noodle_test_sleep_ms(60);
     noodle_pool_release(pool, &c);
     noodle_pool_metrics m = metrics_of(pool);
     assert_int_equal(m.hold_time.count, 1);
@@ -2068,7 +2005,7 @@ static void hold_times_and_acquire_waits_are_measured(void **state) {
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, timed_waiter, &w), 0);
     WAIT_FOR(metrics_of(pool).waiting == 1, 3000);
-    sleep_ms(100);
+    noodle_test_sleep_ms(100);
     noodle_pool_release(pool, &c);
     pthread_join(t, NULL);
     assert_int_equal(w.rc, 0);
@@ -2206,7 +2143,7 @@ static void observers_see_every_kind_of_event(void **state) {
                 NOODLE_E_POOL_TIMEOUT);
     noodle_pool_release(pool, &c);
     /* validation_failed + closed(validation), then connect_failed */
-    sleep_ms(40);
+    noodle_test_sleep_ms(40);
     assert_ok(noodle_mock_node_kill_connections("t_events", &err), &err);
     assert_ok(noodle_mock_fail_next("t_events", NOODLE_MOCK_OP_CONNECT, 1, NOODLE_E_CONNECT_FAILED, &err), &err);
     assert_ok(noodle_pool_acquire_until(pool, noodle_deadline_after(NULL, NOODLE_SEC(5)), &c, &err), &err);
@@ -2335,7 +2272,7 @@ static void bump_generation_closes_idle_connections_at_once_and_busy_ones_on_rel
     m = metrics_of(pool);
     assert_int_equal(m.closed[NOODLE_CLOSE_GENERATION], 4);
     assert_int_equal(m.total, 0);
-    assert_int_equal(server_open("t_generation"), 0);
+    assert_int_equal(noodle_test_node_sessions("t_generation"), 0);
     /* new connections belong to the new generation */
     noodle_conn *d = acquire_ok(pool);
     assert_int_equal(noodle_conn_generation(d), gen);
@@ -2362,7 +2299,7 @@ static void a_failing_thread_start_fails_open_with_2006_and_leaks_nothing(void *
     (void)state;
     assert_true(noodle_fail_points_compiled_in());
     assert_non_null(noodle_fail_point_find("pool/thread_start"));
-    int threads = thread_count();
+    int threads = noodle_test_thread_count();
     assert_true(threads > 0);
     int failures = 0;
     /* fail the 1st, 2nd, ... thread start, until opening no longer starts
@@ -2388,9 +2325,10 @@ static void a_failing_thread_start_fails_open_with_2006_and_leaks_nothing(void *
         assert_code(rc, &err, NOODLE_E_POOL_THREAD_START);
         assert_null(pool);
         /* no thread and no connection left behind (ASan checks the memory) */
-        WAIT_FOR(thread_count() == threads && server_open(node) == 0, 2000);
-        assert_int_equal(thread_count(), threads);
-        assert_int_equal(server_open(node), 0);
+        WAIT_FOR(noodle_test_thread_count() == threads && noodle_test_node_sessions(node) == 0,
+                 2000);
+        assert_int_equal(noodle_test_thread_count(), threads);
+        assert_int_equal(noodle_test_node_sessions(node), 0);
     }
     assert_true(failures >= 1);
     /* the plain point, with its default code */
@@ -2402,8 +2340,8 @@ static void a_failing_thread_start_fails_open_with_2006_and_leaks_nothing(void *
     assert_int_equal(fiu_disable("pool/thread_start"), 0);
     assert_code(rc, &err, NOODLE_E_POOL_THREAD_START);
     assert_null(pool);
-    WAIT_FOR(thread_count() == threads, 2000);
-    assert_int_equal(thread_count(), threads);
+    WAIT_FOR(noodle_test_thread_count() == threads, 2000);
+    assert_int_equal(noodle_test_thread_count(), threads);
     /* and without the fault, it opens */
     pool = open_pool(&s);
     noodle_conn *c = acquire_ok(pool);
@@ -2440,7 +2378,7 @@ static void a_failing_connect_fail_point_gives_coded_errors_and_the_pool_recover
     assert_ok(noodle_pool_acquire_until(pool, noodle_deadline_after(NULL, NOODLE_SEC(5)), &c, &err), &err);
     sql_ok(c, "SELECT 1");
     noodle_pool_release(pool, &c);
-    assert_int_equal(server_open("t_fp_connect"), 1);
+    assert_int_equal(noodle_test_node_sessions("t_fp_connect"), 1);
     noodle_pool_close(pool);
     recorder_free(rec);
 }
@@ -2462,7 +2400,7 @@ static void a_failing_validate_fail_point_never_hands_out_the_connection_it_fail
     for (size_t k = 0; k < 2; k++) {
         /* idle for a while first, so that validation is due whatever the
          * clock's granularity (bypass 0 is tested on its own above) */
-        sleep_ms(20);
+        noodle_test_sleep_ms(20);
         assert_int_equal(fiu_enable("backend/mock/validate", 1, codes[k] ? (void *)codes[k] : NULL, 0), 0);
         noodle_conn *c[N];
         int got = 0;
@@ -2503,12 +2441,7 @@ static void a_failing_validate_fail_point_never_hands_out_the_connection_it_fail
 /* ---- the runner ------------------------------------------------------------------------------------ */
 
 int main(void) {
-    noodle_error err;
-    fiu_init(0);
-    if (noodle_mock_register(&err) != 0) {
-        fprintf(stderr, "cannot register the mock backend: %s\n", err.message);
-        return 2;
-    }
+    if (noodle_test_mock_init() != 0) return 2;
 #define T(fn) cmocka_unit_test_setup(fn, setup)
     const struct CMUnitTest tests[] = {
         T(never_more_than_max_connections_open_or_opening_with_100_threads_on_20),

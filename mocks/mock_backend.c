@@ -29,8 +29,10 @@
  *  2. Nothing sleeps while holding a node mutex, except the hang wait, which
  *     releases it in the condition wait. Latency sleeps hold no lock.
  *  3. The committed rows of a table are sorted by key; keys are unique and
- *     never NULL; every committed row has a version > 0, every row pending in
- *     a write set has version 0.
+ *     never NULL (the key is the single-column primary key or a hidden
+ *     rowid); no two committed rows agree on every column of a UNIQUE / other
+ *     PRIMARY KEY constraint unless one of those cells is NULL; every committed
+ *     row has a version > 0, every row pending in a write set has version 0.
  *  4. A session's write set, savepoints and read set are touched only by the
  *     thread using the connection; its state only under the node mutex (other
  *     threads kill sessions).
@@ -67,7 +69,9 @@
 
 #define MAX_NAME 64    /* identifiers and node names: 63 bytes + NUL */
 #define MAX_COLS 64    /* columns of a table, items of a SELECT, assignments */
-#define MAX_CONDS 16   /* col = v terms of a WHERE */
+#define MAX_CONDS 32   /* terms of a WHERE */
+#define MAX_KEY_COLS 8 /* columns of a composite PRIMARY KEY / UNIQUE constraint */
+#define MAX_UNIQUES 16 /* PRIMARY KEY / UNIQUE constraints of a table */
 #define DEFAULT_SEED UINT64_C(0x6e6f6f646c65) /* "noodle" */
 
 /* ---- stored values ------------------------------------------------------------------- */
@@ -212,13 +216,29 @@ typedef struct column {
     bool not_null;
 } column;
 
+/* A PRIMARY KEY or UNIQUE constraint checked by comparing rows (every one
+ * except a single-column primary key, which is the table's key). */
+typedef struct uniq {
+    size_t ncols;
+    size_t cols[MAX_KEY_COLS];
+    bool primary;
+    char name[MAX_NAME]; /* t_pkey, t_col_key (as PostgreSQL names them) */
+} uniq;
+
 typedef struct table {
     struct table *next; /* the node's list */
     uint64_t id;        /* unique within the node: a re-created table is a new table */
     char name[MAX_NAME];
-    size_t ncols, key; /* key: index of the PRIMARY KEY column, or 0 */
-    column *cols;      /* owned */
-    row **rows;        /* owned rows, sorted by key (invariant 3) */
+    /* key: the cell rows are sorted and addressed by: the column of a
+     * single-column PRIMARY KEY or, without one (rowid), a hidden int64 cell
+     * at index ncols numbered from next_rowid, as SQLite's rowid */
+    size_t ncols, key;
+    bool rowid;
+    int64_t next_rowid;
+    column *cols; /* owned */
+    uniq *uniqs;  /* owned: the other constraints */
+    size_t nuniqs;
+    row **rows; /* owned rows, sorted by key (invariant 3) */
     size_t nrows, cap;
 } table;
 
@@ -227,8 +247,12 @@ static void table_free(table *t) {
     for (size_t i = 0; i < t->nrows; i++) row_free(t->rows[i]);
     free(t->rows);
     free(t->cols);
+    free(t->uniqs);
     free(t);
 }
+
+/* Cells of a row of t: its columns and the hidden rowid. */
+static size_t table_width(const table *t) { return t->ncols + (t->rowid ? 1 : 0); }
 
 static long table_col(const table *t, const char *name) {
     for (size_t i = 0; i < t->ncols; i++)
@@ -523,14 +547,23 @@ static void node_unref(node *n) {
 
 /* ---- SQL: tokens --------------------------------------------------------------------- */
 
-typedef enum tok_kind { TK_END, TK_WORD, TK_INT, TK_FLOAT, TK_STRING, TK_PARAM, TK_PUNCT } tok_kind;
+typedef enum tok_kind {
+    TK_END,
+    TK_WORD,
+    TK_QIDENT,
+    TK_INT,
+    TK_FLOAT,
+    TK_STRING,
+    TK_PARAM,
+    TK_PUNCT
+} tok_kind;
 
 typedef struct token {
     tok_kind kind;
     size_t pos, len; /* span in the SQL text */
     uint64_t mag;    /* TK_INT: magnitude (overflow gives TK_FLOAT) */
     double d;        /* TK_FLOAT */
-    size_t str_off, str_len; /* TK_STRING: unescaped bytes in the statement's strbuf */
+    size_t str_off, str_len; /* TK_STRING, TK_QIDENT: unescaped bytes in the statement's strbuf */
     size_t param;    /* TK_PARAM: 0-based position */
 } token;
 
@@ -539,14 +572,16 @@ static const char *const punct_ops[] = {"<=", ">=", "<>", "!=", "||", "::", "(",
 
 /* ---- SQL: statements ----------------------------------------------------------------- */
 
-typedef enum opd_kind { OPD_LIT, OPD_PARAM, OPD_COLUMN } opd_kind;
+typedef enum opd_kind { OPD_LIT, OPD_PARAM, OPD_COLUMN, OPD_EXCLUDED } opd_kind;
 
-/* A value in a statement: a literal, a `?` or (UPDATE / SELECT) a column. */
+/* A value in a statement: a literal, a `?`, (UPDATE / SELECT) a column, or
+ * (ON CONFLICT DO UPDATE SET) a column of the row proposed for insertion
+ * (excluded.col). */
 typedef struct operand {
     opd_kind kind;
     noodle_value lit;   /* OPD_LIT; TEXT bytes borrowed from the statement's strbuf */
     size_t param;       /* OPD_PARAM */
-    char col[MAX_NAME]; /* OPD_COLUMN */
+    char col[MAX_NAME]; /* OPD_COLUMN, OPD_EXCLUDED */
 } operand;
 
 typedef enum stmt_kind { ST_CREATE, ST_DROP, ST_INSERT, ST_SELECT, ST_UPDATE, ST_DELETE } stmt_kind;
@@ -565,13 +600,37 @@ typedef struct item {
 typedef struct coldef {
     char name[MAX_NAME];
     noodle_type type;
-    bool primary, not_null;
+    bool primary, unique, not_null;
 } coldef;
 
+/* A table constraint of CREATE: PRIMARY KEY (cols) or UNIQUE (cols). */
+typedef struct keydef {
+    bool primary;
+    size_t ncols;
+    char cols[MAX_KEY_COLS][MAX_NAME];
+} keydef;
+
+typedef enum cond_op {
+    OP_EQ,
+    OP_NE,
+    OP_LT,
+    OP_LE,
+    OP_GT,
+    OP_GE,
+    OP_LIKE,
+    OP_NOT_LIKE,
+    OP_IS_NULL,
+    OP_IS_NOT_NULL,
+} cond_op;
+
+/* col op v (v unused for IS [NOT] NULL) */
 typedef struct cond {
     char col[MAX_NAME];
+    cond_op op;
     operand v;
 } cond;
+
+typedef enum conflict_kind { CONFLICT_NONE, CONFLICT_NOTHING, CONFLICT_UPDATE } conflict_kind;
 
 /* col = a [op b] */
 typedef struct assign {
@@ -582,11 +641,17 @@ typedef struct assign {
 
 typedef struct stmt {
     stmt_kind kind;
-    char table[MAX_NAME]; /* "" for SELECT without FROM */
-    bool if_flag;         /* IF NOT EXISTS / IF EXISTS */
-    size_t nparams;       /* `?` placeholders */
+    char table[MAX_NAME];  /* "" for SELECT without FROM */
+    char schema[MAX_NAME]; /* "schema"."table": the schema; "" when unqualified */
+    bool if_flag;          /* IF NOT EXISTS / IF EXISTS */
+    size_t nparams;        /* `?` placeholders */
     coldef cols[MAX_COLS]; /* CREATE */
     size_t ncols;
+    keydef keys[MAX_UNIQUES]; /* CREATE: table constraints */
+    size_t nkeys;
+    conflict_kind conflict; /* INSERT ... ON CONFLICT [(cols)] DO NOTHING | DO UPDATE SET assigns */
+    char conflict_cols[MAX_KEY_COLS][MAX_NAME];
+    size_t nconflict_cols;
     char inscols[MAX_COLS][MAX_NAME]; /* INSERT column list */
     size_t ninscols;
     operand *vals; /* INSERT: ntuples tuples of width values, row-major; owned */
@@ -595,7 +660,7 @@ typedef struct stmt {
     size_t nitems;
     cond conds[MAX_CONDS];
     size_t nconds;
-    assign assigns[MAX_COLS]; /* UPDATE */
+    assign assigns[MAX_COLS]; /* UPDATE; INSERT ... DO UPDATE SET */
     size_t nassigns;
     bool has_order, desc;
     char order_col[MAX_NAME];
@@ -719,6 +784,30 @@ static int lex(stmt *st, const char *sql, noodle_error *err) {
             }
             i++;
             t.str_len = strlen_used - t.str_off;
+        } else if (ch == '"') { /* a quoted identifier: case kept, "" for a quote */
+            t.kind = TK_QIDENT;
+            t.str_off = strlen_used;
+            for (i++;; i++) {
+                if (i >= len) {
+                    NOODLE_ERR(err, NOODLE_E_QUERY_SYNTAX,
+                               "unterminated quoted identifier at position %zu", t.pos + 1);
+                    return noodle_error_detail(err, "SQLSTATE 42601");
+                }
+                if (sql[i] == '"') {
+                    if (i + 1 < len && sql[i + 1] == '"')
+                        i++;
+                    else
+                        break;
+                }
+                st->strbuf[strlen_used++] = sql[i];
+            }
+            i++;
+            t.str_len = strlen_used - t.str_off;
+            if (t.str_len == 0) {
+                NOODLE_ERR(err, NOODLE_E_QUERY_SYNTAX,
+                           "zero-length delimited identifier at position %zu", t.pos + 1);
+                return noodle_error_detail(err, "SQLSTATE 42601");
+            }
         } else if (ch == '?') {
             t.kind = TK_PARAM;
             t.param = st->nparams++;
@@ -751,6 +840,7 @@ typedef struct parser {
     stmt *st;
     size_t i; /* current token */
     noodle_error *err;
+    bool conflict_set; /* parsing ON CONFLICT DO UPDATE SET: excluded.col and t.col allowed */
 } parser;
 
 /* SQL words the subset does not handle but that make a statement well formed:
@@ -840,20 +930,66 @@ static int expect_punct(parser *p, const char *op) {
     return accept_punct(p, op) ? 0 : unexpected(p);
 }
 
-/* An identifier, folded to lower case as PostgreSQL does. */
+/* An identifier: unquoted, folded to lower case as PostgreSQL does, or
+ * "quoted", kept as it is (a reserved word is then a plain name). */
 static int parse_ident(parser *p, char out[MAX_NAME]) {
     const token *t = cur(p);
-    if (t->kind != TK_WORD ||
-        word_in(p, t, reserved_words, sizeof reserved_words / sizeof *reserved_words))
+    bool quoted = t->kind == TK_QIDENT;
+    if (!quoted && (t->kind != TK_WORD ||
+                    word_in(p, t, reserved_words, sizeof reserved_words / sizeof *reserved_words)))
         return unexpected(p);
-    if (t->len >= MAX_NAME) {
+    size_t len = quoted ? t->str_len : t->len;
+    if (len >= MAX_NAME) {
         NOODLE_ERR(p->err, NOODLE_E_QUERY_SYNTAX,
                    "identifier at position %zu is longer than %d bytes", t->pos + 1, MAX_NAME - 1);
         return noodle_error_detail(p->err, "SQLSTATE 42622");
     }
-    for (size_t k = 0; k < t->len; k++) out[k] = (char)tolower((unsigned char)p->sql[t->pos + k]);
-    out[t->len] = '\0';
+    if (quoted)
+        memcpy(out, p->st->strbuf + t->str_off, len);
+    else
+        for (size_t k = 0; k < len; k++)
+            out[k] = (char)tolower((unsigned char)p->sql[t->pos + k]);
+    out[len] = '\0';
     p->i++;
+    return 0;
+}
+
+static bool is_ident(const token *t) { return t->kind == TK_WORD || t->kind == TK_QIDENT; }
+
+/* A table name, optionally schema-qualified (schema.table); the schema is
+ * checked when the statement runs. */
+static int parse_table_name(parser *p) {
+    stmt *st = p->st;
+    if (parse_ident(p, st->table) != 0) return p->err->code;
+    if (!accept_punct(p, ".")) return 0;
+    memcpy(st->schema, st->table, MAX_NAME);
+    if (parse_ident(p, st->table) != 0) return p->err->code;
+    if (is_punct(p, cur(p), ".")) return unsupported(p); /* database.schema.table */
+    return 0;
+}
+
+/* A column reference: col or, in ON CONFLICT DO UPDATE SET, excluded.col
+ * (the row proposed for insertion) or table.col (the existing row). */
+static int parse_colref(parser *p, operand *o) {
+    char first[MAX_NAME];
+    o->kind = OPD_COLUMN;
+    if (!is_punct(p, peek(p, 1), ".")) return parse_ident(p, o->col);
+    if (!p->conflict_set) { /* qualified column names elsewhere */
+        p->i++;
+        return unsupported(p);
+    }
+    const token *qual = cur(p);
+    if (parse_ident(p, first) != 0) return p->err->code;
+    p->i++; /* the dot */
+    if (parse_ident(p, o->col) != 0) return p->err->code;
+    if (strcmp(first, "excluded") == 0)
+        o->kind = OPD_EXCLUDED;
+    else if (strcmp(first, p->st->table) != 0) {
+        NOODLE_ERR(p->err, NOODLE_E_QUERY_SYNTAX,
+                   "missing FROM-clause entry for table \"%s\" (position %zu)", first,
+                   qual->pos + 1);
+        return noodle_error_detail(p->err, "SQLSTATE 42P01");
+    }
     return 0;
 }
 
@@ -901,8 +1037,10 @@ static int parse_operand(parser *p, operand *o, bool allow_column) {
         }
         if (is_punct(p, peek(p, 1), "(")) return unsupported(p); /* a function call */
         if (!allow_column) return unexpected(p);
-        o->kind = OPD_COLUMN;
-        return parse_ident(p, o->col);
+        return parse_colref(p, o);
+    case TK_QIDENT:
+        if (!allow_column) return unexpected(p);
+        return parse_colref(p, o);
     default: return unexpected(p);
     }
     p->i++;
@@ -957,23 +1095,36 @@ static int parse_type(parser *p, coldef *c) {
     return 0;
 }
 
-/* CREATE TABLE [IF NOT EXISTS] t (col TYPE [PRIMARY KEY] [NOT NULL | NULL], ...
- * [, PRIMARY KEY (col)]) */
+/* (col, ...) of a table constraint or a conflict target: at most MAX_KEY_COLS. */
+static int parse_name_list(parser *p, char cols[MAX_KEY_COLS][MAX_NAME], size_t *n) {
+    *n = 0;
+    if (expect_punct(p, "(") != 0) return p->err->code;
+    do {
+        if (*n == MAX_KEY_COLS) return unsupported(p);
+        if (parse_ident(p, cols[(*n)++]) != 0) return p->err->code;
+    } while (accept_punct(p, ","));
+    return expect_punct(p, ")");
+}
+
+/* CREATE TABLE [IF NOT EXISTS] t (col TYPE [PRIMARY KEY | UNIQUE | NOT NULL | NULL ...], ...
+ * [, PRIMARY KEY (col, ...)] [, UNIQUE (col, ...)]) */
 static int parse_create(parser *p) {
     stmt *st = p->st;
-    char pk[MAX_NAME] = "";
     st->kind = ST_CREATE;
     if (expect_kw(p, "TABLE") != 0) return p->err->code;
     if (accept_kw(p, "IF")) {
         if (expect_kw(p, "NOT") != 0 || expect_kw(p, "EXISTS") != 0) return p->err->code;
         st->if_flag = true;
     }
-    if (parse_ident(p, st->table) != 0 || expect_punct(p, "(") != 0) return p->err->code;
+    if (parse_table_name(p) != 0 || expect_punct(p, "(") != 0) return p->err->code;
     do {
-        if (accept_kw(p, "PRIMARY")) {
-            if (expect_kw(p, "KEY") != 0 || expect_punct(p, "(") != 0 || parse_ident(p, pk) != 0 ||
-                expect_punct(p, ")") != 0)
-                return p->err->code;
+        bool primary = is_kw(p, cur(p), "PRIMARY") && is_kw(p, peek(p, 1), "KEY");
+        if (primary || (is_kw(p, cur(p), "UNIQUE") && is_punct(p, peek(p, 1), "("))) {
+            p->i += primary ? 2 : 1;
+            if (st->nkeys == MAX_UNIQUES) return unsupported(p);
+            keydef *k = &st->keys[st->nkeys++];
+            k->primary = primary;
+            if (parse_name_list(p, k->cols, &k->ncols) != 0) return p->err->code;
             continue;
         }
         if (st->ncols == MAX_COLS) return unsupported(p);
@@ -983,6 +1134,8 @@ static int parse_create(parser *p) {
             if (accept_kw(p, "PRIMARY")) {
                 if (expect_kw(p, "KEY") != 0) return p->err->code;
                 c->primary = true;
+            } else if (accept_kw(p, "UNIQUE")) {
+                c->unique = true;
             } else if (accept_kw(p, "NOT")) {
                 if (expect_kw(p, "NULL") != 0) return p->err->code;
                 c->not_null = true;
@@ -991,18 +1144,7 @@ static int parse_create(parser *p) {
             }
         }
     } while (accept_punct(p, ","));
-    if (expect_punct(p, ")") != 0) return p->err->code;
-    if (pk[0] != '\0') {
-        size_t k = 0;
-        while (k < st->ncols && strcmp(st->cols[k].name, pk) != 0) k++;
-        if (k == st->ncols) {
-            NOODLE_ERR(p->err, NOODLE_E_QUERY_SYNTAX,
-                       "column \"%s\" named in key does not exist", pk);
-            return noodle_error_detail(p->err, "SQLSTATE 42703");
-        }
-        st->cols[k].primary = true;
-    }
-    return 0;
+    return expect_punct(p, ")");
 }
 
 /* DROP TABLE [IF EXISTS] t */
@@ -1013,7 +1155,7 @@ static int parse_drop(parser *p) {
         if (expect_kw(p, "EXISTS") != 0) return p->err->code;
         p->st->if_flag = true;
     }
-    return parse_ident(p, p->st->table);
+    return parse_table_name(p);
 }
 
 static int push_val(parser *p, const operand *o) {
@@ -1030,11 +1172,60 @@ static int push_val(parser *p, const operand *o) {
     return 0;
 }
 
-/* INSERT INTO t [(col, ...)] VALUES (v, ...)[, (v, ...)] */
+/* SET col = a [(+|-) b], ... (UPDATE; ON CONFLICT DO UPDATE) */
+static int parse_assigns(parser *p) {
+    stmt *st = p->st;
+    if (expect_kw(p, "SET") != 0) return p->err->code;
+    do {
+        if (st->nassigns == MAX_COLS) return unsupported(p);
+        assign *a = &st->assigns[st->nassigns++];
+        if (parse_ident(p, a->col) != 0 || expect_punct(p, "=") != 0 ||
+            parse_operand(p, &a->a, true) != 0)
+            return p->err->code;
+        if (is_punct(p, cur(p), "+") || is_punct(p, cur(p), "-")) {
+            a->op = p->sql[cur(p)->pos];
+            p->i++;
+            if (parse_operand(p, &a->b, true) != 0) return p->err->code;
+        }
+    } while (accept_punct(p, ","));
+    return 0;
+}
+
+/* ON CONFLICT [(col, ...)] DO NOTHING | ON CONFLICT (col, ...) DO UPDATE SET ... */
+static int parse_on_conflict(parser *p) {
+    stmt *st = p->st;
+    if (expect_kw(p, "CONFLICT") != 0) return p->err->code;
+    size_t target = cur(p)->pos;
+    if (is_punct(p, cur(p), "(") && parse_name_list(p, st->conflict_cols, &st->nconflict_cols) != 0)
+        return p->err->code;
+    if (is_kw(p, cur(p), "ON") || is_kw(p, cur(p), "WHERE"))
+        return unsupported(p); /* ON CONSTRAINT name; a partial index's predicate */
+    if (expect_kw(p, "DO") != 0) return p->err->code;
+    if (accept_kw(p, "NOTHING")) {
+        st->conflict = CONFLICT_NOTHING;
+        return 0;
+    }
+    if (expect_kw(p, "UPDATE") != 0) return p->err->code;
+    if (st->nconflict_cols == 0) {
+        NOODLE_ERR(p->err, NOODLE_E_QUERY_SYNTAX,
+                   "ON CONFLICT DO UPDATE requires a conflict target, (col, ...) (position %zu)",
+                   target + 1);
+        return noodle_error_detail(p->err, "SQLSTATE 42601");
+    }
+    st->conflict = CONFLICT_UPDATE;
+    p->conflict_set = true;
+    int rc = parse_assigns(p);
+    p->conflict_set = false;
+    if (rc != 0) return rc;
+    if (is_kw(p, cur(p), "WHERE")) return unsupported(p); /* DO UPDATE SET ... WHERE */
+    return 0;
+}
+
+/* INSERT INTO t [(col, ...)] VALUES (v, ...)[, (v, ...)] [ON CONFLICT ...] */
 static int parse_insert(parser *p) {
     stmt *st = p->st;
     st->kind = ST_INSERT;
-    if (expect_kw(p, "INTO") != 0 || parse_ident(p, st->table) != 0) return p->err->code;
+    if (expect_kw(p, "INTO") != 0 || parse_table_name(p) != 0) return p->err->code;
     if (accept_punct(p, "(")) {
         do {
             if (st->ninscols == MAX_COLS) return unsupported(p);
@@ -1064,21 +1255,50 @@ static int parse_insert(parser *p) {
             return noodle_error_detail(p->err, "SQLSTATE 42601");
         }
     } while (accept_punct(p, ","));
+    if (accept_kw(p, "ON")) return parse_on_conflict(p);
     return 0;
 }
 
-/* WHERE col = v [AND col = v ...] */
+/* WHERE term [AND term ...], a term being col op v (op: = <> != < <= > >=),
+ * col [NOT] LIKE v, or col IS [NOT] NULL. */
 static int parse_where(parser *p) {
+    static const struct {
+        const char *punct;
+        cond_op op;
+    } cmps[] = {{"=", OP_EQ},  {"<>", OP_NE}, {"!=", OP_NE}, {"<", OP_LT},
+                {"<=", OP_LE}, {">", OP_GT},  {">=", OP_GE}};
     stmt *st = p->st;
     if (!accept_kw(p, "WHERE")) return 0;
     do {
         if (st->nconds == MAX_CONDS) return unsupported(p);
         cond *c = &st->conds[st->nconds++];
+        if (is_punct(p, cur(p), "(")) return unsupported(p); /* grouping, row values */
         if (parse_ident(p, c->col) != 0) return p->err->code;
-        if (!accept_punct(p, "=")) return unexpected(p);
-        if (cur(p)->kind == TK_WORD && !is_kw(p, cur(p), "NULL"))
-            return unsupported(p); /* col = col */
+        if (accept_kw(p, "IS")) {
+            c->op = accept_kw(p, "NOT") ? OP_IS_NOT_NULL : OP_IS_NULL;
+            if (!accept_kw(p, "NULL")) return unsupported(p); /* IS TRUE, IS DISTINCT FROM */
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof cmps / sizeof cmps[0] && !is_punct(p, cur(p), cmps[k].punct))
+            k++;
+        if (k < sizeof cmps / sizeof cmps[0]) {
+            c->op = cmps[k].op;
+            p->i++;
+        } else if (accept_kw(p, "LIKE")) {
+            c->op = OP_LIKE;
+        } else if (is_kw(p, cur(p), "NOT") && is_kw(p, peek(p, 1), "LIKE")) {
+            c->op = OP_NOT_LIKE;
+            p->i += 2;
+        } else {
+            return unexpected(p);
+        }
+        if (is_ident(cur(p)) && !is_kw(p, cur(p), "NULL") && !is_kw(p, cur(p), "TRUE") &&
+            !is_kw(p, cur(p), "FALSE"))
+            return unsupported(p); /* col op col, functions */
         if (parse_operand(p, &c->v, false) != 0) return p->err->code;
+        if ((c->op == OP_LIKE || c->op == OP_NOT_LIKE) && is_kw(p, cur(p), "ESCAPE"))
+            return unsupported(p);
     } while (accept_kw(p, "AND"));
     return 0;
 }
@@ -1120,7 +1340,7 @@ static int parse_select(parser *p) {
         if (parse_item(p, &st->items[st->nitems++]) != 0) return p->err->code;
     } while (accept_punct(p, ","));
     if (!accept_kw(p, "FROM")) return 0;
-    if (parse_ident(p, st->table) != 0) return p->err->code;
+    if (parse_table_name(p) != 0) return p->err->code;
     if (is_punct(p, cur(p), ",")) return unsupported(p); /* FROM a, b */
     if (parse_where(p) != 0) return p->err->code;
     if (accept_kw(p, "ORDER")) {
@@ -1143,28 +1363,15 @@ static int parse_select(parser *p) {
 
 /* UPDATE t SET col = a [(+|-) b], ... [WHERE ...] */
 static int parse_update(parser *p) {
-    stmt *st = p->st;
-    st->kind = ST_UPDATE;
-    if (parse_ident(p, st->table) != 0 || expect_kw(p, "SET") != 0) return p->err->code;
-    do {
-        if (st->nassigns == MAX_COLS) return unsupported(p);
-        assign *a = &st->assigns[st->nassigns++];
-        if (parse_ident(p, a->col) != 0 || expect_punct(p, "=") != 0 ||
-            parse_operand(p, &a->a, true) != 0)
-            return p->err->code;
-        if (is_punct(p, cur(p), "+") || is_punct(p, cur(p), "-")) {
-            a->op = p->sql[cur(p)->pos];
-            p->i++;
-            if (parse_operand(p, &a->b, true) != 0) return p->err->code;
-        }
-    } while (accept_punct(p, ","));
+    p->st->kind = ST_UPDATE;
+    if (parse_table_name(p) != 0 || parse_assigns(p) != 0) return p->err->code;
     return parse_where(p);
 }
 
 /* DELETE FROM t [WHERE ...] */
 static int parse_delete(parser *p) {
     p->st->kind = ST_DELETE;
-    if (expect_kw(p, "FROM") != 0 || parse_ident(p, p->st->table) != 0) return p->err->code;
+    if (expect_kw(p, "FROM") != 0 || parse_table_name(p) != 0) return p->err->code;
     return parse_where(p);
 }
 
@@ -1237,9 +1444,21 @@ static int no_memory(noodle_error *err) {
     return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory in the mock backend");
 }
 
-static int no_table(exec_ctx *x, const char *name) {
-    return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P01", "relation \"%s\" does not exist",
-                         name);
+/* The statement's table: NULL when it does not exist, or when it is
+ * qualified by a schema other than main (SQLite) or public (PostgreSQL). */
+static table *stmt_table(const exec_ctx *x) {
+    const char *schema = x->st->schema;
+    if (schema[0] != '\0' && strcmp(schema, "main") != 0 && strcmp(schema, "public") != 0)
+        return NULL;
+    return find_table(x->n, x->st->table);
+}
+
+/* The statement's table does not exist (5001, 42P01). */
+static int no_stmt_table(exec_ctx *x) {
+    const stmt *st = x->st;
+    return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P01",
+                         "relation \"%s%s%s\" does not exist", st->schema, st->schema[0] ? "." : "",
+                         st->table);
 }
 
 static int no_column(exec_ctx *x, const char *name) {
@@ -1373,47 +1592,158 @@ static int note_seen(exec_ctx *x, const table *t, const noodle_value *key, const
     return 0;
 }
 
+/* Bytes of the UTF-8 character starting at s (1 for an invalid lead byte). */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+    size_t len = s[0] < 0x80         ? 1
+                 : (s[0] >> 5) == 6  ? 2
+                 : (s[0] >> 4) == 14 ? 3
+                 : (s[0] >> 3) == 30 ? 4
+                                     : 1;
+    return len <= n ? len : n;
+}
+
+/* s LIKE p, PostgreSQL style: case-sensitive, % any run, _ one character
+ * (a UTF-8 character of text, a byte of a blob), \ makes the next pattern
+ * character literal (the pattern was checked not to end with it). */
+static bool like_match(const unsigned char *s, size_t sn, const unsigned char *p, size_t pn,
+                       bool text) {
+    size_t si = 0, pi = 0, star_p = 0, star_s = 0;
+    bool star = false;
+    while (si < sn) {
+        if (pi < pn && p[pi] == '%') { /* remember where to resume: match nothing first */
+            star = true;
+            star_p = ++pi;
+            star_s = si;
+            continue;
+        }
+        if (pi < pn && p[pi] == '_') {
+            si += text ? utf8_len(s + si, sn - si) : 1;
+            pi++;
+            continue;
+        }
+        if (pi < pn) {
+            size_t lit = p[pi] == '\\' ? pi + 1 : pi;
+            if (s[si] == p[lit]) {
+                si++;
+                pi = lit + 1;
+                continue;
+            }
+        }
+        if (!star) return false;
+        star_s += text ? utf8_len(s + star_s, sn - star_s) : 1; /* let the % take one more */
+        si = star_s;
+        pi = star_p;
+    }
+    while (pi < pn && p[pi] == '%')
+        pi++;
+    return pi == pn;
+}
+
+/* A WHERE term bound to a column of the table. */
 typedef struct bound_cond {
     size_t col;
-    noodle_value v;
+    cond_op op;
+    noodle_value v; /* borrows the parameter, the literal or buf */
     char buf[64];
 } bound_cond;
+
+/* Bind the WHERE terms of the statement to t. *never: a term is true for no
+ * row (a comparison with NULL, int_col = 1.5). *keycond: the index of a
+ * key = v term (a point lookup), or -1. Fails with 5001 (unknown column,
+ * LIKE on a number), 5010 (a value the column cannot hold, a pattern ending
+ * with \). */
+static int bind_conds(exec_ctx *x, const table *t, bound_cond *bc, bool *never, long *keycond) {
+    *never = false;
+    *keycond = -1;
+    for (size_t i = 0; i < x->st->nconds; i++) {
+        const cond *c = &x->st->conds[i];
+        long col = table_col(t, c->col);
+        if (col < 0) return no_column(x, c->col);
+        const noodle_type ty = t->cols[col].type;
+        bc[i].col = (size_t)col;
+        bc[i].op = c->op;
+        bc[i].v = noodle_null();
+        if (c->op == OP_IS_NULL || c->op == OP_IS_NOT_NULL) continue;
+        const noodle_value *v = bind(x, &c->v);
+        bool like = c->op == OP_LIKE || c->op == OP_NOT_LIKE;
+        if (like && ty != NOODLE_TYPE_TEXT && ty != NOODLE_TYPE_BLOB)
+            return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42883",
+                                 "operator does not exist: %s LIKE (column \"%s\" is not text)",
+                                 noodle_type_name(ty), c->col);
+        int64_t whole;
+        if (!like && ty == NOODLE_TYPE_INT64 && v->type == NOODLE_TYPE_DOUBLE &&
+            (!double_to_int64(v->v.d, &whole) || (double)whole != v->v.d)) {
+            /* comparisons are numeric: int_col = 1.5 matches nothing, int_col < 1.5
+             * compares with 1.5 (an assignment would round) */
+            bc[i].v = *v;
+            *never |= c->op == OP_EQ;
+            continue;
+        }
+        int rc = convert(v, ty, c->col, bc[i].buf, &bc[i].v, x->err);
+        if (rc != 0) return rc;
+        if (bc[i].v.type == NOODLE_TYPE_NULL) { /* NULL compares as unknown: never true */
+            *never = true;
+            continue;
+        }
+        if (like) {
+            const char *pat = bc[i].v.v.bytes.ptr;
+            size_t n = bc[i].v.v.bytes.len, k = 0;
+            while (k < n)
+                k += pat[k] == '\\' ? 2 : 1;
+            if (k > n)
+                return fail_sqlstate(x->err, NOODLE_E_QUERY_DATA, "22025",
+                                     "LIKE pattern must not end with escape character");
+        }
+        if (c->op == OP_EQ && (size_t)col == t->key && *keycond < 0) *keycond = (long)i;
+    }
+    return 0;
+}
+
+/* Whether a bound term holds for a cell (three-valued logic: a comparison
+ * with a NULL cell is unknown, so not true). */
+static bool cond_holds(const bound_cond *c, const noodle_value *cell) {
+    if (c->op == OP_IS_NULL) return cell->type == NOODLE_TYPE_NULL;
+    if (c->op == OP_IS_NOT_NULL) return cell->type != NOODLE_TYPE_NULL;
+    if (cell->type == NOODLE_TYPE_NULL) return false;
+    if (c->op == OP_LIKE || c->op == OP_NOT_LIKE) {
+        bool m = like_match(cell->v.bytes.ptr, cell->v.bytes.len, c->v.v.bytes.ptr,
+                            c->v.v.bytes.len, cell->type == NOODLE_TYPE_TEXT);
+        return m == (c->op == OP_LIKE);
+    }
+    int cmp = value_cmp(cell, &c->v);
+    switch (c->op) {
+    case OP_EQ: return cmp == 0;
+    case OP_NE: return cmp != 0;
+    case OP_LT: return cmp < 0;
+    case OP_LE: return cmp <= 0;
+    case OP_GT: return cmp > 0;
+    case OP_GE: return cmp >= 0;
+    default: return false;
+    }
+}
+
+static bool row_matches(const bound_cond *bc, size_t n, const row *r) {
+    for (size_t i = 0; i < n; i++)
+        if (!cond_holds(&bc[i], &r->cells[bc[i].col])) return false;
+    return true;
+}
 
 /* The rows matching the WHERE, in key order: *out is a malloc'd array of
  * borrowed rows (caller frees; NULL when empty). Notes what was read. */
 static int match_rows(exec_ctx *x, const table *t, row ***out, size_t *nout) {
     bound_cond bc[MAX_CONDS];
-    long keycond = -1;
-    bool never = false;
+    long keycond;
+    bool never;
+    const size_t nconds = x->st->nconds;
     *out = NULL;
     *nout = 0;
-    for (size_t i = 0; i < x->st->nconds; i++) {
-        const cond *c = &x->st->conds[i];
-        const noodle_value *v = bind(x, &c->v);
-        long col = table_col(t, c->col);
-        int64_t whole;
-        if (col < 0) return no_column(x, c->col);
-        bc[i].col = (size_t)col;
-        /* a comparison is numeric: int_col = 1.5 matches nothing (an
-         * assignment would round) */
-        if (t->cols[col].type == NOODLE_TYPE_INT64 && v->type == NOODLE_TYPE_DOUBLE &&
-            (!double_to_int64(v->v.d, &whole) || (double)whole != v->v.d)) {
-            never = true;
-            continue;
-        }
-        int rc = convert(v, t->cols[col].type, c->col, bc[i].buf, &bc[i].v, x->err);
-        if (rc != 0) return rc;
-        never |= bc[i].v.type == NOODLE_TYPE_NULL; /* = NULL is never true */
-        if ((size_t)col == t->key) keycond = (long)i;
-    }
-    if (never) return 0;
+    int rc = bind_conds(x, t, bc, &never, &keycond);
+    if (rc != 0 || never) return rc;
     if (keycond >= 0) { /* a point lookup */
         bool from_ws;
         row *r = view_lookup(x, t, &bc[keycond].v, &from_ws);
         if (!from_ws && note_seen(x, t, &bc[keycond].v, r) != 0) return x->err->code;
-        if (r == NULL) return 0;
-        for (size_t i = 0; i < x->st->nconds; i++)
-            if (value_cmp(&r->cells[bc[i].col], &bc[i].v) != 0) return 0;
+        if (r == NULL || !row_matches(bc, nconds, r)) return 0;
         if ((*out = malloc(sizeof **out)) == NULL) return no_memory(x->err);
         (*out)[0] = r;
         *nout = 1;
@@ -1427,9 +1757,7 @@ static int match_rows(exec_ctx *x, const table *t, row ***out, size_t *nout) {
     }
     for (size_t k = 0; k < v.n; k++) {
         row *r = v.rows[k];
-        size_t i = 0;
-        while (i < x->st->nconds && value_cmp(&r->cells[bc[i].col], &bc[i].v) == 0) i++;
-        if (i < x->st->nconds) continue;
+        if (!row_matches(bc, nconds, r)) continue;
         if (r->version != 0 && note_seen(x, t, &r->cells[t->key], r) != 0) {
             view_free(&v);
             free(*out);
@@ -1579,8 +1907,7 @@ static int exec_select(exec_ctx *x, noodle_rows **out) {
     int64_t limit = INT64_MAX, offset = 0;
     long order_col = -1;
     int rc;
-    if (st->table[0] != '\0' && (t = find_table(x->n, st->table)) == NULL)
-        return no_table(x, st->table);
+    if (st->table[0] != '\0' && (t = stmt_table(x)) == NULL) return no_stmt_table(x);
     if ((rc = select_columns(x, t, &oc, &noc)) != 0) return rc;
     bool agg = false, plain_col = false;
     for (size_t i = 0; i < noc; i++) {
@@ -1657,6 +1984,65 @@ static int check_unique(exec_ctx *x, const table *t, const noodle_value *key) {
                          t->name, t->cols[t->key].name);
 }
 
+/* True when a and b agree on every column of u and none of them is NULL (a
+ * NULL is distinct from everything, as in SQLite and PostgreSQL). */
+static bool uniq_equal(const uniq *u, const row *a, const row *b) {
+    for (size_t i = 0; i < u->ncols; i++) {
+        const noodle_value *va = &a->cells[u->cols[i]], *vb = &b->cells[u->cols[i]];
+        if (va->type == NOODLE_TYPE_NULL || vb->type == NOODLE_TYPE_NULL || value_cmp(va, vb) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* *found: the row of the statement's view, other than the one whose key is
+ * self (NULL: none), that agrees with r on constraint u; NULL when none. */
+static int uniq_find(exec_ctx *x, const table *t, const uniq *u, const row *r,
+                     const noodle_value *self, row **found) {
+    *found = NULL;
+    for (size_t i = 0; i < u->ncols; i++)
+        if (r->cells[u->cols[i]].type == NOODLE_TYPE_NULL) return 0;
+    view v;
+    if (view_build(x, t, &v) != 0) return no_memory(x->err);
+    for (size_t k = 0; k < v.n && *found == NULL; k++) {
+        if (self != NULL && value_cmp(&v.rows[k]->cells[t->key], self) == 0) continue;
+        if (uniq_equal(u, v.rows[k], r)) *found = v.rows[k];
+    }
+    view_free(&v);
+    return 0;
+}
+
+static int uniq_violated(noodle_error *err, const table *t, const uniq *u, const char *when) {
+    char cols[MAX_KEY_COLS * MAX_NAME] = "";
+    for (size_t i = 0; i < u->ncols; i++) {
+        size_t used = strlen(cols);
+        snprintf(cols + used, sizeof cols - used, "%s%s", i ? ", " : "", t->cols[u->cols[i]].name);
+    }
+    return fail_sqlstate(err, NOODLE_E_QUERY_CONSTRAINT, "23505",
+                         "duplicate key value violates unique constraint \"%s\": key (%s) %s",
+                         u->name, cols, when);
+}
+
+/* Fail with 23505 when r, a new row (old NULL) or the new version of old,
+ * duplicates another row of the view on a UNIQUE or composite PRIMARY KEY
+ * constraint. Constraints whose cells an update left alone are not checked. */
+static int check_uniqs(exec_ctx *x, const table *t, const row *r, const row *old) {
+    for (size_t i = 0; i < t->nuniqs; i++) {
+        const uniq *u = &t->uniqs[i];
+        if (old != NULL) {
+            size_t k = 0;
+            while (k < u->ncols && value_cmp(&old->cells[u->cols[k]], &r->cells[u->cols[k]]) == 0)
+                k++;
+            if (k == u->ncols) continue;
+        }
+        row *dup;
+        int rc = uniq_find(x, t, u, r, old ? &old->cells[t->key] : NULL, &dup);
+        if (rc != 0) return rc;
+        if (dup != NULL) return uniq_violated(x->err, t, u, "already exists");
+    }
+    return 0;
+}
+
 /* Store v (converted to the column's type) into cell c of r (replacing it). */
 static int store(exec_ctx *x, const table *t, row *r, size_t c, const noodle_value *v) {
     char buf[64];
@@ -1668,49 +2054,13 @@ static int store(exec_ctx *x, const table *t, row *r, size_t c, const noodle_val
     return 0;
 }
 
-static int exec_insert(exec_ctx *x, int64_t *affected) {
-    const stmt *st = x->st;
-    table *t = find_table(x->n, st->table);
-    size_t map[MAX_COLS];
-    if (t == NULL) return no_table(x, st->table);
-    if (st->ninscols == 0 && st->width > t->ncols)
-        return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42601",
-                             "INSERT has more expressions than target columns");
-    for (size_t k = 0; k < st->width; k++) {
-        long c = st->ninscols ? table_col(t, st->inscols[k]) : (long)k;
-        if (c < 0) return no_column(x, st->inscols[k]);
-        for (size_t j = 0; j < k; j++)
-            if (map[j] == (size_t)c)
-                return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42701",
-                                     "column \"%s\" specified more than once", t->cols[c].name);
-        map[k] = (size_t)c;
-    }
-    size_t before = x->ws->n, ntuples = st->nvals / st->width;
-    int rc = 0;
-    for (size_t tu = 0; tu < ntuples && rc == 0; tu++) {
-        row *r = row_new(t->ncols);
-        if (r == NULL) {
-            rc = no_memory(x->err);
-            break;
-        }
-        for (size_t k = 0; k < st->width && rc == 0; k++)
-            rc = store(x, t, r, map[k], bind(x, &st->vals[tu * st->width + k]));
-        if (rc == 0) rc = check_not_null(x, t, r);
-        if (rc == 0) rc = check_unique(x, t, &r->cells[t->key]);
-        if (rc != 0) {
-            row_free(r);
-            break;
-        }
-        if (wset_push(x->ws, WOP_INSERT, t->id, &r->cells[t->key], r) != 0) rc = no_memory(x->err);
-    }
-    if (rc != 0) wset_truncate(x->ws, before); /* invariant 6 */
-    else *affected = (int64_t)ntuples;
-    return rc;
-}
-
-/* A term of an assignment, read from the old row. */
-static const noodle_value *term(exec_ctx *x, const table *t, const row *r, const operand *o) {
-    return o->kind == OPD_COLUMN ? &r->cells[table_col(t, o->col)] : bind(x, o);
+/* A term of an assignment: a value, a column of the old row, or a column of
+ * the row an upsert proposed (excluded). */
+static const noodle_value *term(exec_ctx *x, const table *t, const row *old, const row *excluded,
+                                const operand *o) {
+    if (o->kind == OPD_COLUMN) return &old->cells[table_col(t, o->col)];
+    if (o->kind == OPD_EXCLUDED) return &excluded->cells[table_col(t, o->col)];
+    return bind(x, o);
 }
 
 /* a op b for numbers; NULL when either is NULL. buf: text of a number. */
@@ -1755,7 +2105,9 @@ static int check_assigns(exec_ctx *x, const table *t, size_t target[MAX_COLS]) {
         target[i] = (size_t)c;
         const operand *terms[2] = {&a->a, a->op ? &a->b : NULL};
         for (size_t k = 0; k < 2; k++) {
-            if (terms[k] == NULL || terms[k]->kind != OPD_COLUMN) continue;
+            if (terms[k] == NULL ||
+                (terms[k]->kind != OPD_COLUMN && terms[k]->kind != OPD_EXCLUDED))
+                continue;
             long tc = table_col(t, terms[k]->col);
             if (tc < 0) return no_column(x, terms[k]->col);
             noodle_type ty = t->cols[tc].type;
@@ -1768,56 +2120,190 @@ static int check_assigns(exec_ctx *x, const table *t, size_t target[MAX_COLS]) {
     return 0;
 }
 
-static int exec_update(exec_ctx *x, int64_t *affected) {
+/* Apply the SET list to old (excluded: the row an upsert proposed, or NULL),
+ * check the new row and add it to the write set. */
+static int update_row(exec_ctx *x, const table *t, const size_t target[MAX_COLS], const row *old,
+                      const row *excluded) {
     const stmt *st = x->st;
-    table *t = find_table(x->n, st->table);
+    row *r = row_dup(old);
+    if (r == NULL) return no_memory(x->err);
+    int rc = 0;
+    for (size_t k = 0; k < st->nassigns && rc == 0; k++) {
+        const assign *a = &st->assigns[k];
+        noodle_value v = *term(x, t, old, excluded, &a->a);
+        if (a->op) rc = arith(x, &v, a->op, term(x, t, old, excluded, &a->b), &v);
+        if (rc == 0) rc = store(x, t, r, target[k], &v);
+    }
+    if (rc == 0) rc = check_not_null(x, t, r);
+    bool key_changed = rc == 0 && value_cmp(&old->cells[t->key], &r->cells[t->key]) != 0;
+    if (key_changed) rc = check_unique(x, t, &r->cells[t->key]);
+    if (rc == 0) rc = check_uniqs(x, t, r, old);
+    if (rc != 0) {
+        row_free(r);
+        return rc;
+    }
+    if (!key_changed) {
+        if (wset_push(x->ws, WOP_UPDATE, t->id, &r->cells[t->key], r) != 0)
+            return no_memory(x->err);
+        return 0;
+    }
+    /* the old key goes, the new one must be free at commit too */
+    if (wset_push(x->ws, WOP_DELETE, t->id, &old->cells[t->key], NULL) != 0) {
+        row_free(r);
+        return no_memory(x->err);
+    }
+    if (wset_push(x->ws, WOP_INSERT, t->id, &r->cells[t->key], r) != 0) return no_memory(x->err);
+    return 0;
+}
+
+static int exec_update(exec_ctx *x, int64_t *affected) {
+    table *t = stmt_table(x);
     size_t target[MAX_COLS], before = x->ws->n, nrows = 0;
     row **rows = NULL;
-    if (t == NULL) return no_table(x, st->table);
+    if (t == NULL) return no_stmt_table(x);
     int rc = check_assigns(x, t, target);
     if (rc == 0) rc = match_rows(x, t, &rows, &nrows);
-    for (size_t i = 0; i < nrows && rc == 0; i++) {
-        const row *old = rows[i];
-        row *r = row_dup(old);
+    for (size_t i = 0; i < nrows && rc == 0; i++)
+        rc = update_row(x, t, target, rows[i], NULL);
+    free(rows);
+    if (rc != 0)
+        wset_truncate(x->ws, before); /* invariant 6 */
+    else
+        *affected = (int64_t)nrows;
+    return rc;
+}
+
+/* The arbiter of ON CONFLICT (cols): ARBITER_KEY, or the index of the
+ * constraint in t->uniqs whose columns are exactly these (in any order).
+ * Fails with 5001 (42703 unknown column, 42P10 no such constraint). */
+#define ARBITER_KEY (-1L)
+#define ARBITER_ANY (-2L) /* ON CONFLICT DO NOTHING without a target: every constraint */
+static int conflict_arbiter(exec_ctx *x, const table *t, long *which) {
+    const stmt *st = x->st;
+    bool in_target[MAX_COLS] = {false};
+    size_t distinct = 0, first = 0;
+    *which = ARBITER_ANY;
+    if (st->nconflict_cols == 0) return 0;
+    for (size_t i = 0; i < st->nconflict_cols; i++) {
+        long c = table_col(t, st->conflict_cols[i]);
+        if (c < 0) return no_column(x, st->conflict_cols[i]);
+        if (!in_target[c]) distinct++;
+        in_target[c] = true;
+        first = (size_t)c;
+    }
+    if (!t->rowid && distinct == 1 && first == t->key) {
+        *which = ARBITER_KEY;
+        return 0;
+    }
+    for (size_t i = 0; i < t->nuniqs; i++) {
+        const uniq *u = &t->uniqs[i];
+        size_t k = 0;
+        while (k < u->ncols && in_target[u->cols[k]])
+            k++;
+        if (k == u->ncols && u->ncols == distinct) {
+            *which = (long)i;
+            return 0;
+        }
+    }
+    return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P10",
+                         "there is no unique or exclusion constraint matching the ON CONFLICT "
+                         "specification");
+}
+
+/* *found: the row of the view the proposed row r conflicts with on the
+ * arbiter, or NULL. */
+static int find_conflict(exec_ctx *x, const table *t, long which, const row *r, row **found) {
+    *found = NULL;
+    if ((which == ARBITER_KEY || which == ARBITER_ANY) && !t->rowid) {
+        bool from_ws;
+        *found = view_lookup(x, t, &r->cells[t->key], &from_ws);
+        if (!from_ws && note_seen(x, t, &r->cells[t->key], *found) != 0) return x->err->code;
+        if (*found != NULL || which == ARBITER_KEY) return 0;
+    }
+    for (size_t i = 0; i < t->nuniqs && *found == NULL; i++) {
+        if (which != ARBITER_ANY && which != (long)i) continue;
+        int rc = uniq_find(x, t, &t->uniqs[i], r, NULL, found);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* True when the row was written by this statement (write-set operations from
+ * position before on). */
+static bool written_since(const exec_ctx *x, size_t before, const row *r) {
+    for (size_t i = before; i < x->ws->n; i++)
+        if (x->ws->ops[i].row == r) return true;
+    return false;
+}
+
+/* INSERT, and INSERT ... ON CONFLICT: a proposed row that conflicts with an
+ * existing one on the arbiter is skipped (DO NOTHING) or turns into an update
+ * of that row (DO UPDATE); affected counts the rows inserted or updated. */
+static int exec_insert(exec_ctx *x, int64_t *affected) {
+    const stmt *st = x->st;
+    table *t = stmt_table(x);
+    size_t map[MAX_COLS], target[MAX_COLS];
+    long arbiter = ARBITER_ANY;
+    if (t == NULL) return no_stmt_table(x);
+    if (st->ninscols == 0 && st->width > t->ncols)
+        return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42601",
+                             "INSERT has more expressions than target columns");
+    for (size_t k = 0; k < st->width; k++) {
+        long c = st->ninscols ? table_col(t, st->inscols[k]) : (long)k;
+        if (c < 0) return no_column(x, st->inscols[k]);
+        for (size_t j = 0; j < k; j++)
+            if (map[j] == (size_t)c)
+                return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42701",
+                                     "column \"%s\" specified more than once", t->cols[c].name);
+        map[k] = (size_t)c;
+    }
+    int rc = 0;
+    if (st->conflict != CONFLICT_NONE && (rc = conflict_arbiter(x, t, &arbiter)) != 0) return rc;
+    if (st->conflict == CONFLICT_UPDATE && (rc = check_assigns(x, t, target)) != 0) return rc;
+    size_t before = x->ws->n, ntuples = st->nvals / st->width;
+    int64_t changed = 0;
+    for (size_t tu = 0; tu < ntuples && rc == 0; tu++) {
+        row *r = row_new(table_width(t)), *old = NULL;
         if (r == NULL) {
             rc = no_memory(x->err);
             break;
         }
-        for (size_t k = 0; k < st->nassigns && rc == 0; k++) {
-            const assign *a = &st->assigns[k];
-            noodle_value v = *term(x, t, old, &a->a);
-            if (a->op) rc = arith(x, &v, a->op, term(x, t, old, &a->b), &v);
-            if (rc == 0) rc = store(x, t, r, target[k], &v);
-        }
+        for (size_t k = 0; k < st->width && rc == 0; k++)
+            rc = store(x, t, r, map[k], bind(x, &st->vals[tu * st->width + k]));
         if (rc == 0) rc = check_not_null(x, t, r);
-        bool key_changed = rc == 0 && value_cmp(&old->cells[t->key], &r->cells[t->key]) != 0;
-        if (key_changed) rc = check_unique(x, t, &r->cells[t->key]);
+        if (rc == 0 && st->conflict != CONFLICT_NONE) rc = find_conflict(x, t, arbiter, r, &old);
+        if (rc == 0 && old != NULL) {
+            if (st->conflict == CONFLICT_UPDATE && written_since(x, before, old))
+                rc = fail_sqlstate(x->err, NOODLE_E_QUERY_FAILED, "21000",
+                                   "ON CONFLICT DO UPDATE command cannot affect row a second "
+                                   "time (two proposed rows have the same key)");
+            else if (st->conflict == CONFLICT_UPDATE &&
+                     (rc = update_row(x, t, target, old, r)) == 0)
+                changed++;
+            row_free(r);
+            continue;
+        }
+        if (rc == 0 && !t->rowid) rc = check_unique(x, t, &r->cells[t->key]);
+        if (rc == 0) rc = check_uniqs(x, t, r, NULL);
         if (rc != 0) {
             row_free(r);
             break;
         }
-        if (key_changed) { /* the old key goes, the new one must be free at commit too */
-            if (wset_push(x->ws, WOP_DELETE, t->id, &old->cells[t->key], NULL) != 0) {
-                row_free(r);
-                rc = no_memory(x->err);
-            } else if (wset_push(x->ws, WOP_INSERT, t->id, &r->cells[t->key], r) != 0) {
-                rc = no_memory(x->err);
-            }
-        } else if (wset_push(x->ws, WOP_UPDATE, t->id, &r->cells[t->key], r) != 0) {
-            rc = no_memory(x->err);
-        }
+        if (t->rowid) r->cells[t->key] = noodle_int64(++t->next_rowid);
+        if (wset_push(x->ws, WOP_INSERT, t->id, &r->cells[t->key], r) != 0) rc = no_memory(x->err);
+        changed++;
     }
-    free(rows);
     if (rc != 0) wset_truncate(x->ws, before); /* invariant 6 */
-    else *affected = (int64_t)nrows;
+    else
+        *affected = changed;
     return rc;
 }
 
 static int exec_delete(exec_ctx *x, int64_t *affected) {
-    table *t = find_table(x->n, x->st->table);
+    table *t = stmt_table(x);
     size_t before = x->ws->n, nrows = 0;
     row **rows = NULL;
-    if (t == NULL) return no_table(x, x->st->table);
+    if (t == NULL) return no_stmt_table(x);
     int rc = match_rows(x, t, &rows, &nrows);
     for (size_t i = 0; i < nrows && rc == 0; i++)
         if (wset_push(x->ws, WOP_DELETE, t->id, &rows[i]->cells[t->key], NULL) != 0)
@@ -1828,32 +2314,107 @@ static int exec_delete(exec_ctx *x, int64_t *affected) {
     return rc;
 }
 
+/* Add constraint (primary or UNIQUE) on cols[0..n) to u[*nu], named as
+ * PostgreSQL would name it. */
+static void add_uniq(uniq *u, size_t *nu, const table *t, bool primary, const size_t *cols,
+                     size_t n) {
+    uniq *k = &u[(*nu)++];
+    k->primary = primary;
+    k->ncols = n;
+    memcpy(k->cols, cols, n * sizeof *cols);
+    char name[(MAX_KEY_COLS + 2) * MAX_NAME];
+    size_t used = (size_t)snprintf(name, sizeof name, "%s", t->name);
+    for (size_t i = 0; !primary && i < n; i++)
+        used += (size_t)snprintf(name + used, sizeof name - used, "_%s", t->cols[cols[i]].name);
+    snprintf(name + used, sizeof name - used, primary ? "_pkey" : "_key");
+    used = strlen(name) < MAX_NAME ? strlen(name) : MAX_NAME - 1; /* PostgreSQL shortens too */
+    memcpy(k->name, name, used);
+    k->name[used] = '\0';
+}
+
+/* Resolve the column and table constraints of CREATE into t: the key (a
+ * single-column primary key, else the hidden rowid) and t->uniqs. */
+static int create_constraints(exec_ctx *x, table *t) {
+    const stmt *st = x->st;
+    size_t nu = 0, npk = 0, cols[MAX_KEY_COLS];
+    long pk = -1; /* index in u of the primary key */
+    uniq *u = calloc(2 * st->ncols + st->nkeys + 1, sizeof *u);
+    if (u == NULL) return no_memory(x->err);
+    for (size_t c = 0; c < st->ncols; c++) {
+        if (st->cols[c].primary) {
+            pk = (long)nu;
+            npk++;
+            add_uniq(u, &nu, t, true, &c, 1);
+        }
+        if (st->cols[c].unique) add_uniq(u, &nu, t, false, &c, 1);
+    }
+    for (size_t i = 0; i < st->nkeys; i++) {
+        const keydef *k = &st->keys[i];
+        for (size_t j = 0; j < k->ncols; j++) {
+            long c = table_col(t, k->cols[j]);
+            if (c < 0) {
+                free(u);
+                return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42703",
+                                     "column \"%s\" named in key does not exist", k->cols[j]);
+            }
+            for (size_t m = 0; m < j; m++)
+                if (cols[m] == (size_t)c) {
+                    free(u);
+                    return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42701",
+                                         "column \"%s\" appears twice in a key", k->cols[j]);
+                }
+            cols[j] = (size_t)c;
+        }
+        if (k->primary) {
+            pk = (long)nu;
+            npk++;
+        }
+        add_uniq(u, &nu, t, k->primary, cols, k->ncols);
+    }
+    if (npk > 1) {
+        free(u);
+        return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P16",
+                             "multiple primary keys for table \"%s\" are not allowed", t->name);
+    }
+    t->rowid = pk < 0 || u[pk].ncols > 1;
+    t->key = t->rowid ? t->ncols : u[pk].cols[0];
+    if (pk >= 0)
+        for (size_t j = 0; j < u[pk].ncols; j++)
+            t->cols[u[pk].cols[j]].not_null = true;
+    /* the key needs no constraint of its own: it is unique by construction */
+    size_t kept = 0;
+    for (size_t i = 0; i < nu; i++)
+        if (t->rowid || u[i].ncols != 1 || u[i].cols[0] != t->key) u[kept++] = u[i];
+    t->uniqs = u;
+    t->nuniqs = kept;
+    return 0;
+}
+
 static int exec_create(exec_ctx *x) {
     const stmt *st = x->st;
     node *n = x->n;
-    size_t key = 0, npk = 0;
+    const char *schema = st->schema;
+    if (schema[0] != '\0' && strcmp(schema, "main") != 0 && strcmp(schema, "public") != 0)
+        return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "3F000",
+                             "schema \"%s\" does not exist (the mock has main / public only)",
+                             schema);
     if (find_table(n, st->table) != NULL) {
         if (st->if_flag) return 0;
         return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P07",
                              "relation \"%s\" already exists", st->table);
     }
-    for (size_t c = 0; c < st->ncols; c++) {
+    for (size_t c = 0; c < st->ncols; c++)
         for (size_t j = 0; j < c; j++)
             if (strcmp(st->cols[j].name, st->cols[c].name) == 0)
                 return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42701",
                                      "column \"%s\" specified more than once", st->cols[c].name);
-        if (st->cols[c].primary) {
-            key = c;
-            npk++;
-        }
-    }
-    if (npk > 1)
-        return fail_sqlstate(x->err, NOODLE_E_QUERY_SYNTAX, "42P16",
-                             "multiple primary keys for table \"%s\" are not allowed", st->table);
     table *t = calloc(1, sizeof *t);
-    if (t == NULL) goto fail;
+    if (t == NULL) return no_memory(x->err);
     t->cols = calloc(st->ncols, sizeof *t->cols);
-    if (t->cols == NULL) goto fail_table;
+    if (t->cols == NULL) {
+        table_free(t);
+        return no_memory(x->err);
+    }
     for (size_t c = 0; c < st->ncols; c++) {
         snprintf(t->cols[c].name, MAX_NAME, "%s", st->cols[c].name);
         t->cols[c].type = st->cols[c].type;
@@ -1861,26 +2422,27 @@ static int exec_create(exec_ctx *x) {
     }
     snprintf(t->name, MAX_NAME, "%s", st->table);
     t->ncols = st->ncols;
-    t->key = key;
+    int rc = create_constraints(x, t);
+    if (rc != 0) {
+        table_free(t);
+        return rc;
+    }
     t->id = ++n->next_table_id;
     t->next = n->tables;
     n->tables = t;
     return 0;
-fail_table:
-    free(t);
-fail:
-    return no_memory(x->err);
 }
 
 static int exec_drop(exec_ctx *x) {
+    table *t = stmt_table(x);
+    if (t == NULL) return x->st->if_flag ? 0 : no_stmt_table(x);
     for (table **pt = &x->n->tables; *pt != NULL; pt = &(*pt)->next) {
-        if (strcmp((*pt)->name, x->st->table) != 0) continue;
-        table *t = *pt;
+        if (*pt != t) continue;
         *pt = t->next;
         table_free(t);
-        return 0;
+        break;
     }
-    return x->st->if_flag ? 0 : no_table(x, x->st->table);
+    return 0;
 }
 
 /* ---- commits ------------------------------------------------------------------------- */
@@ -1912,12 +2474,25 @@ static void undo_one(const undo *u) {
     }
 }
 
+/* Fail with 23505 when committed row r duplicates another committed row of t
+ * on a UNIQUE or composite PRIMARY KEY constraint. */
+static int committed_uniq_conflict(const table *t, const row *r, noodle_error *err) {
+    for (size_t i = 0; i < t->nuniqs; i++)
+        for (size_t k = 0; k < t->nrows; k++)
+            if (t->rows[k] != r && uniq_equal(&t->uniqs[i], t->rows[k], r))
+                return uniq_violated(err, t, &t->uniqs[i],
+                                     "was committed first by another session");
+    return 0;
+}
+
 /* Apply a write set as one commit (node mu held): all of it or, on a failure,
  * none of it. On success the new rows are moved from the write set into the
  * tables (their ops keep row == NULL) and commit_seq advances. Fails with
- * 5002 (the key of an insert was taken by another commit), 5001 (a table was
- * dropped meanwhile) or 4008. */
-static int apply_wset(node *n, wset *ws, noodle_error *err) {
+ * 5002 (the key of an insert was taken by another commit; with recheck, a
+ * UNIQUE value too: a transaction's statements checked them against what
+ * they saw, an autocommit statement against what is committed now), 5001 (a
+ * table was dropped meanwhile) or 4008. */
+static int apply_wset(node *n, wset *ws, bool recheck, noodle_error *err) {
     if (ws->n == 0) return 0;
     undo *u = malloc(ws->n * sizeof *u);
     if (u == NULL) return no_memory(err);
@@ -1939,7 +2514,7 @@ static int apply_wset(node *n, wset *ws, noodle_error *err) {
                 rc = fail_sqlstate(err, NOODLE_E_QUERY_CONSTRAINT, "23505",
                                    "duplicate key value violates unique constraint \"%s_pkey\": "
                                    "another session committed the same key (%s) first",
-                                   t->name, t->cols[t->key].name);
+                                   t->name, t->rowid ? "rowid" : t->cols[t->key].name);
                 break;
             }
             if (rows_insert_at(&t->rows, &t->nrows, &t->cap, idx, op->row) != 0) {
@@ -1954,7 +2529,11 @@ static int apply_wset(node *n, wset *ws, noodle_error *err) {
             op->row->version = seq;
         } else if (found) { /* WOP_DELETE */
             u[nu++] = (undo){t, op, rows_remove_at(t->rows, &t->nrows, idx)};
-        } /* an update or delete of a row another commit deleted does nothing */
+            continue;
+        } else {
+            continue; /* an update or delete of a row another commit deleted does nothing */
+        }
+        if (recheck && t->nuniqs > 0) rc = committed_uniq_conflict(t, op->row, err);
     }
     if (rc != 0) {
         while (nu > 0) undo_one(&u[--nu]);
@@ -2256,7 +2835,7 @@ static int run_stmt(call *c, const stmt *st, const noodle_value *params, noodle_
         rc = noodle_rows_new(0, &res, err);
         if (rc == 0) noodle_rows_set_affected(res, affected);
         if (rc == 0 && !in_txn) { /* autocommit: apply now, under the same lock hold */
-            rc = apply_wset(n, &local, err);
+            rc = apply_wset(n, &local, false, err);
             if (rc == 0) rc = maybe_lose_ack(c, err);
         }
     }
@@ -2304,7 +2883,7 @@ static int mock_begin(void *handle, noodle_isolation iso, int64_t deadline, nood
     call c = session_call(s, NOODLE_MOCK_OP_BEGIN, deadline);
     int rc = call_enter(&c, err);
     if (rc == 0 && (iso < NOODLE_ISOLATION_DEFAULT || iso > NOODLE_ISOLATION_SERIALIZABLE))
-        rc = NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT, "unknown isolation level %d",
+        rc = NOODLE_ERR(err, NOODLE_E_QUERY_ISOLATION_UNSUPPORTED, "unknown isolation level %d",
                         (int)iso);
     if (rc == 0 && s->state == SESSION_TXN)
         rc = fail_sqlstate(err, NOODLE_E_QUERY_TXN_STATE, "25001",
@@ -2334,7 +2913,7 @@ static int mock_commit(void *handle, int64_t deadline, noodle_error *err) {
                            "cannot commit writes on mock node '%s': it is no longer a primary",
                            n->name);
     if (rc == 0 && s->iso >= NOODLE_ISOLATION_REPEATABLE_READ) rc = validate_reads(n, s, err);
-    if (rc == 0) rc = apply_wset(n, &s->ws, err);
+    if (rc == 0) rc = apply_wset(n, &s->ws, true, err);
     end_txn(n, s); /* a failed COMMIT ends the transaction too, as in PostgreSQL */
     if (rc == 0) rc = maybe_lose_ack(&c, err);
     call_leave(&c);
@@ -2721,7 +3300,8 @@ int64_t noodle_mock_node_rows(const char *node_name, const char *table_name) {
         folded[i] = (char)tolower((unsigned char)table_name[i]);
     node *n = control_lock(node_name, false, NULL);
     if (n == NULL) return -1;
-    const table *t = find_table(n, folded);
+    const table *t = find_table(n, table_name); /* as created: a quoted name keeps its case */
+    if (t == NULL) t = find_table(n, folded);
     int64_t rows = t ? (int64_t)t->nrows : -1;
     control_unlock(n);
     return rows;

@@ -102,10 +102,11 @@ NOODLE_MUSTCHECK int noodle_mock_node_kill_connections(const char *node, noodle_
 void noodle_mock_conn_kill(void *handle);
 
 /* Role reported by the role and metrics operations. On a node that is not
- * NOODLE_ROLE_PRIMARY, CREATE / DROP / INSERT / UPDATE / DELETE and the COMMIT
- * of a transaction with pending writes fail with NOODLE_E_QUERY_READ_ONLY
- * (detail "SQLSTATE 25006"). New nodes are primaries. NOODLE_ROLE_UNKNOWN is
- * refused (4011). */
+ * NOODLE_ROLE_PRIMARY, CREATE / DROP / INSERT (INSERT ... ON CONFLICT
+ * included) / UPDATE / DELETE and the COMMIT of a transaction with pending
+ * writes fail with NOODLE_E_QUERY_READ_ONLY (detail "SQLSTATE 25006"), even
+ * when they would change no row. New nodes are primaries. NOODLE_ROLE_UNKNOWN
+ * is refused (4011). */
 NOODLE_MUSTCHECK int noodle_mock_node_set_role(const char *node, noodle_role role,
                                                noodle_error *err);
 
@@ -176,7 +177,9 @@ NOODLE_MUSTCHECK int noodle_mock_node_stats(const char *node, noodle_mock_stats 
 NOODLE_MUSTCHECK int noodle_mock_node_reset_stats(const char *node, noodle_error *err);
 
 /* Committed rows of table on node (what a new connection would see), or -1
- * when the node or the table does not exist. No node is created. */
+ * when the node or the table does not exist. table is the name as created
+ * (a quoted "Name" keeps its case) or, when no table has that name, folded to
+ * lower case as an unquoted name would be. No node is created. */
 int64_t noodle_mock_node_rows(const char *node, const char *table);
 
 #ifdef __cplusplus

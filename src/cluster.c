@@ -1063,6 +1063,9 @@ int noodle_cluster_node(noodle_cluster *cl, size_t i, noodle_cluster_node_info *
     return 0;
 }
 
+const noodle_clock *noodle_cluster_clock(const noodle_cluster *cl) { return cl->clock; }
+int64_t noodle_cluster_acquire_timeout(const noodle_cluster *cl) { return cl->acquire_timeout; }
+
 void noodle_cluster_probe_now(noodle_cluster *cl) {
     if (cl == NULL) return;
     pthread_mutex_lock(&cl->lock);

@@ -1150,6 +1150,9 @@ int noodle_pool_resize(noodle_pool *p, int64_t min_idle, int64_t max_connections
     return 0;
 }
 
+const noodle_clock *noodle_pool_clock(const noodle_pool *p) { return p->clock; }
+int64_t noodle_pool_acquire_timeout(const noodle_pool *p) { return p->acquire_timeout; }
+
 int64_t noodle_pool_redirect_waiters(noodle_pool *p) {
     int64_t n = 0;
     pthread_mutex_lock(&p->lock);

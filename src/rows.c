@@ -8,12 +8,18 @@
  *
  * TEXT cells are stored with a terminating NUL (not counted in len), so a
  * caller may use them as C strings when the text holds no NUL.
+ *
+ * Typed access (noodle_rows_int64 ... declared in noodle/db.h) is strict: a
+ * cell is read only as the type it has; NULL is a type of its own. Every
+ * refusal is NOODLE_E_QUERY_RESULT_ACCESS with the row, the column (index
+ * and name) and both types in the message.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "noodle/backend.h"
+#include "noodle/db.h"
 
 typedef struct chunk {
     struct chunk *next;
@@ -174,4 +180,87 @@ long noodle_rows_column_index(const noodle_rows *r, const char *name) {
 const noodle_value *noodle_rows_get(const noodle_rows *r, size_t row, size_t col) {
     if (r == NULL || row >= r->nrows || col >= r->ncols) return &null_value;
     return &r->cells[row * r->ncols + col];
+}
+
+/* ---- typed access (noodle/db.h) --------------------------------------------------------- */
+
+bool noodle_rows_is_null(const noodle_rows *r, size_t row, size_t col) {
+    /* out of range is not NULL: the typed getter then reports the range */
+    if (r == NULL || row >= r->nrows || col >= r->ncols) return false;
+    return r->cells[row * r->ncols + col].type == NOODLE_TYPE_NULL;
+}
+
+/* The cell at (row, col) when it exists and has type want; else 5016 with
+ * what was asked and what is there. */
+static int typed_cell(const noodle_rows *r, size_t row, size_t col, noodle_type want,
+                      const void *out, const noodle_value **cell, noodle_error *err) {
+    *cell = NULL;
+    if (r == NULL || out == NULL)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS, "%s access needs a result and an out "
+                          "pointer", noodle_type_name(want));
+    if (row >= r->nrows)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS,
+                          "row %zu out of range (the result has %zu rows)", row, r->nrows);
+    if (col >= r->ncols)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS,
+                          "column %zu out of range (the result has %zu columns)", col, r->ncols);
+    const noodle_value *v = &r->cells[row * r->ncols + col];
+    if (v->type != want)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS,
+                          "row %zu column %zu (\"%s\") is %s, not %s%s", row, col,
+                          r->names[col] ? r->names[col] : "", noodle_type_name(v->type),
+                          noodle_type_name(want),
+                          v->type == NOODLE_TYPE_NULL ? " (check noodle_rows_is_null first)" : "");
+    *cell = v;
+    return 0;
+}
+
+int noodle_rows_int64(const noodle_rows *r, size_t row, size_t col, int64_t *out,
+                      noodle_error *err) {
+    const noodle_value *v;
+    int rc = typed_cell(r, row, col, NOODLE_TYPE_INT64, out, &v, err);
+    if (rc != 0) return rc;
+    *out = v->v.i;
+    return 0;
+}
+
+int noodle_rows_double(const noodle_rows *r, size_t row, size_t col, double *out,
+                       noodle_error *err) {
+    const noodle_value *v;
+    int rc = typed_cell(r, row, col, NOODLE_TYPE_DOUBLE, out, &v, err);
+    if (rc != 0) return rc;
+    *out = v->v.d;
+    return 0;
+}
+
+int noodle_rows_text(const noodle_rows *r, size_t row, size_t col, const char **s, size_t *len,
+                     noodle_error *err) {
+    const noodle_value *v;
+    int rc = typed_cell(r, row, col, NOODLE_TYPE_TEXT, s, &v, err);
+    if (rc != 0) return rc;
+    *s = v->v.bytes.ptr; /* copy_bytes terminated it */
+    if (len != NULL) *len = v->v.bytes.len;
+    return 0;
+}
+
+int noodle_rows_blob(const noodle_rows *r, size_t row, size_t col, const void **p, size_t *len,
+                     noodle_error *err) {
+    const noodle_value *v;
+    int rc = typed_cell(r, row, col, NOODLE_TYPE_BLOB, p, &v, err);
+    if (rc != 0) return rc;
+    *p = v->v.bytes.ptr;
+    if (len != NULL) *len = v->v.bytes.len;
+    return 0;
+}
+
+int noodle_rows_column(const noodle_rows *r, const char *name, size_t *col, noodle_error *err) {
+    if (r == NULL || name == NULL || col == NULL)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS,
+                          "column lookup needs a result, a name and an out pointer");
+    long i = noodle_rows_column_index(r, name);
+    if (i < 0)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_RESULT_ACCESS,
+                          "no column named \"%.64s\" in the result (%zu columns)", name, r->ncols);
+    *col = (size_t)i;
+    return 0;
 }

@@ -222,6 +222,11 @@ NOODLE_API void noodle_cluster_get_metrics(noodle_cluster *cluster, noodle_clust
 NOODLE_API NOODLE_MUSTCHECK int noodle_cluster_node(noodle_cluster *cluster, size_t i,
                                                     noodle_cluster_node_info *out,
                                                     noodle_error *err);
+/* The cluster's clock and its acquire timeout (ns), for layers that derive
+ * their own deadlines from the cluster's. */
+NOODLE_API const noodle_clock *noodle_cluster_clock(const noodle_cluster *cluster);
+NOODLE_API int64_t noodle_cluster_acquire_timeout(const noodle_cluster *cluster);
+
 /* Ask the prober to probe every node now (e.g. after an external promote). */
 NOODLE_API void noodle_cluster_probe_now(noodle_cluster *cluster);
 

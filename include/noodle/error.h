@@ -52,6 +52,12 @@ extern "C" {
     X(2007, POOL_BUSY_AT_SHUTDOWN, "connections still in use when the shutdown deadline passed")   \
     X(2008, POOL_WARMUP_FAILED, "warm-up did not open min_idle connections before its deadline")  \
     X(2009, POOL_REDIRECTED, "the pool's endpoint stopped serving this route; acquire again")     \
+    /* 3xxx database manager */                                                                    \
+    X(3001, DB_INVALID_IDENTIFIER, "table or column name is not a valid identifier")              \
+    X(3002, DB_INVALID_ARGUMENT, "invalid argument to a database manager function")               \
+    X(3003, DB_NO_MEMORY, "out of memory in the database manager")                                \
+    X(3004, DB_INVALID_CONDITION, "condition operator is not one of the documented ones")         \
+    X(3005, DB_UNBOUNDED_WRITE, "UPDATE or DELETE without a condition (use the _all variant)")    \
     /* 4xxx connection / backend */                                                                \
     X(4001, CONNECT_FAILED, "could not connect to the database")                                  \
     X(4002, CONNECT_TIMEOUT, "connecting did not complete before the deadline")                   \
@@ -86,6 +92,14 @@ extern "C" {
     X(5014, QUERY_INVALID_SAVEPOINT, "invalid or unknown savepoint name")                          \
     X(5015, QUERY_UNSUPPORTED, "statement not supported by this backend")                          \
     X(5016, QUERY_RESULT_ACCESS, "result accessed out of range or as the wrong type")             \
+    /* 6030-6049 transaction manager */                                                           \
+    X(6031, TXN_INVALID_ARGUMENT, "invalid argument to a transaction function")                   \
+    X(6032, TXN_ENDED, "the transaction level has already ended (committed or rolled back)")      \
+    X(6033, TXN_INNER_OPEN, "a level nested in this transaction level is still open")             \
+    X(6034, TXN_WRONG_THREAD, "the transaction is used from a thread other than the one that began it") \
+    X(6035, TXN_RETRIES_EXHAUSTED, "the transaction kept conflicting until its attempts ran out") \
+    X(6036, TXN_NOT_INNERMOST, "only the innermost open level of a transaction can run statements") \
+    X(6037, TXN_ENDED_BY_SERVER, "the database ended the transaction on its own (rolled back)")    \
     /* 608x-609x failover / cluster */                                                            \
     X(6081, CLUSTER_NO_PRIMARY, "no node of the cluster is a usable primary")                     \
     X(6082, CLUSTER_BREAKER_OPEN, "the node's circuit breaker is open: it is not being tried")     \

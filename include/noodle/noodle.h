@@ -6,9 +6,12 @@
 #include "noodle/clock.h"
 #include "noodle/cluster.h"
 #include "noodle/config.h"
+#include "noodle/db.h"
 #include "noodle/error.h"
 #include "noodle/export.h"
 #include "noodle/failpoint.h"
+#include "noodle/pool.h"
+#include "noodle/txn.h"
 
 #ifdef __cplusplus
 extern "C" {

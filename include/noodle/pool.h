@@ -217,6 +217,11 @@ NOODLE_API int64_t noodle_pool_redirect_waiters(noodle_pool *pool);
  * once (the endpoint is known to be back). */
 NOODLE_API void noodle_pool_reset_backoff(noodle_pool *pool);
 
+/* The pool's clock (the one its deadlines are on) and its acquire timeout
+ * (ns), for layers that derive their own deadlines from the pool's. */
+NOODLE_API const noodle_clock *noodle_pool_clock(const noodle_pool *pool);
+NOODLE_API int64_t noodle_pool_acquire_timeout(const noodle_pool *pool);
+
 /* ---- metrics (STD-POOL-METRICS) -------------------------------------------------------- */
 
 typedef struct noodle_pool_metrics {

@@ -7,7 +7,8 @@
  * Only a client-side deadline on the socket works, hence:
  *
  *   1. libpq is used in non-blocking mode only: PQconnectStartParams +
- *      PQconnectPoll, PQsendQueryParams + PQflush, PQconsumeInput + PQisBusy,
+ *      PQconnectPoll, PQsendQueryParams / PQsendPrepare / PQsendQueryPrepared
+ *      + PQflush, PQconsumeInput + PQisBusy,
  *      each wait being a poll(2) on PQsocket bounded by the deadline.
  *      PQgetResult is only called when PQisBusy says it will not block.
  *   2. When a deadline passes mid-call, the PGconn is PQfinish'ed at once
@@ -18,8 +19,8 @@
  *      Terminate message is queued or dropped, never waited for.
  *   4. Every failure carries a catalogue code; a server error keeps its
  *      SQLSTATE in err->detail ("SQLSTATE 23505").
- *   5. One statement per call: PQsendQueryParams uses the extended protocol,
- *      in which the server refuses several statements in one string.
+ *   5. One statement per call: execute uses the extended protocol, in which
+ *      the server refuses several statements in one string.
  *   6. Notices (WARNING: there is no transaction in progress, ...) are
  *      dropped instead of being printed on stderr by libpq.
  *   7. A connection libpq cannot go on with is dropped at once and the error
@@ -52,6 +53,36 @@
  *  10. Messages from libpq at connect time can quote the conninfo (parse
  *      errors quote the offending token, which may be the password): they
  *      all go through noodle__scrub_secrets before they reach an error.
+ *  11. Prepared-statement cache: execute prepares each statement once per
+ *      connection as a named statement "noodle_<n>" (PQsendPrepare, then
+ *      PQsendQueryPrepared; both through run(), so non-blocking and bounded
+ *      by the deadline like everything else), keyed by the text as prepared
+ *      plus the parameter types, LRU-bounded (NOODLE_PG_STMT_CACHE_SIZE).
+ *      Invariants:
+ *        a. An entry exists only for a statement the server prepared: a
+ *           failed prepare (syntax error, aborted transaction 25P02, ...)
+ *           leaves nothing behind.
+ *        b. The server holds at most NOODLE_PG_STMT_CACHE_SIZE +
+ *           PG_PENDING_MAX statements for us (128 by default): those in the
+ *           cache, and the pending list of evicted (or out-of-date) ones,
+ *           which are DEALLOCATEd NOODLE_PG_DEALLOCATE_BATCH at a time in one
+ *           round trip before the prepare of a miss, only outside a
+ *           transaction (a failure then cannot abort the caller's). While the
+ *           list is full, misses run unnamed. A statement that cannot be
+ *           queued (full list) or whose DEALLOCATE failed is left to the
+ *           session's end; it never counts twice.
+ *        c. An entry that went out of date (0A000 "cached plan must not
+ *           change result type" after DDL, or 26000 when it was deallocated
+ *           behind our back) is dropped. The error is raised in Bind, before
+ *           anything runs, so outside a transaction block the statement is
+ *           prepared again and run once more; inside one the transaction is
+ *           aborted and the error is reported.
+ *        d. DISCARD ALL and DEALLOCATE ALL sent through execute empty the
+ *           cache (the server forgot everything).
+ *        e. The cache lives and dies with the handle; the session's end
+ *           frees the server's side, so close sends nothing.
+ *      noodle__pg_set_stmt_cache(false) turns it off for new connections
+ *      (transaction-pooling proxies).
  *
  * A handle is used by one thread at a time (the connection contract); libpq
  * itself is thread-safe across connections.
@@ -99,10 +130,52 @@ enum {
 /* The protocol carries the parameter count in 16 bits. */
 #define PG_MAX_PARAMS 65535
 
+/* Why a statement failed, as far as the statement cache cares (stale_kind). */
+typedef enum pg_stale {
+    PG_STALE_NO = 0,
+    PG_STALE_RESULT_TYPE, /* 0A000 on revalidation: still allocated on the server */
+    PG_STALE_GONE,        /* 26000: the server no longer has it */
+} pg_stale;
+
+/* One cached named statement ("noodle_<id>" on the server), on its hash
+ * bucket's chain and on the LRU list. One allocation holds the entry, its
+ * parameter types and its text. */
+typedef struct pg_stmt {
+    struct pg_stmt *newer, *older; /* LRU list */
+    struct pg_stmt *chain;         /* next in the bucket */
+    uint64_t id;
+    uint64_t hash;
+    size_t len; /* of sql */
+    int nparams;
+    Oid *types; /* nparams; the key's second half */
+    char *sql;  /* the text prepared (placeholders translated), NUL-terminated */
+} pg_stmt;
+
+/* Evicted or out-of-date statements still allocated on the server, waiting
+ * for DEALLOCATE: at most this many (misses stop caching while it is full),
+ * the cache size but never fewer than one batch. */
+#define PG_PENDING_MAX                                                                             \
+    (NOODLE_PG_STMT_CACHE_SIZE > NOODLE_PG_DEALLOCATE_BATCH ? NOODLE_PG_STMT_CACHE_SIZE            \
+                                                            : NOODLE_PG_DEALLOCATE_BATCH)
+
+typedef struct pg_stmt_cache {
+    bool on;           /* read from the backend switch at connect */
+    pg_stmt **buckets; /* nbuckets (a power of two) chains; NULL when off */
+    size_t nbuckets;
+    pg_stmt *newest, *oldest;
+    size_t size, cap; /* cap: NOODLE_PG_STMT_CACHE_SIZE */
+    uint64_t next_id; /* of the last statement prepared */
+    uint64_t hits, misses;
+    uint64_t pending[PG_PENDING_MAX]; /* ids to DEALLOCATE */
+    size_t npending;
+} pg_stmt_cache;
+
 /* The backend's private state behind a void *handle. */
 typedef struct pg_handle {
     PGconn *conn;              /* owned; NULL once finished after a timeout */
     const noodle_clock *clock; /* borrowed from the connect params (NULL: real) */
+    pg_stale stale;            /* of the last failed run() */
+    pg_stmt_cache cache;
 } pg_handle;
 
 /* ======================================================================== */
@@ -611,23 +684,77 @@ static int end_copy_in(pg_handle *h, const char *what, int64_t deadline, noodle_
     }
 }
 
-/* Send one statement and collect its result by the deadline (run() does
- * the bookkeeping around it).
+/* What run() sends: one libpq PQsend* call. Everything is borrowed for the
+ * call. */
+typedef enum pg_send {
+    PG_SEND_PARAMS,   /* PQsendQueryParams: an unnamed statement, parsed and run at once */
+    PG_SEND_PREPARE,  /* PQsendPrepare: parse sql as the named statement `name` */
+    PG_SEND_PREPARED, /* PQsendQueryPrepared: run the named statement `name` */
+    PG_SEND_SIMPLE,   /* PQsendQuery: simple protocol, several statements allowed */
+} pg_send;
+
+typedef struct pg_command {
+    pg_send send;
+    const char *name;          /* PREPARE, PREPARED */
+    const char *sql;           /* all but PREPARED */
+    int nparams;               /* all but SIMPLE */
+    const Oid *types;          /* PARAMS, PREPARE */
+    const char *const *values; /* PARAMS, PREPARED */
+    const int *lengths;        /* PARAMS, PREPARED */
+    const int *formats;        /* PARAMS, PREPARED */
+} pg_command;
+
+static int send_command(PGconn *conn, const pg_command *cmd) {
+    switch (cmd->send) {
+    case PG_SEND_PARAMS:
+        return PQsendQueryParams(conn, cmd->sql, cmd->nparams, cmd->types, cmd->values,
+                                 cmd->lengths, cmd->formats, 0);
+    case PG_SEND_PREPARE:
+        return PQsendPrepare(conn, cmd->name, cmd->sql, cmd->nparams, cmd->types);
+    case PG_SEND_PREPARED:
+        return PQsendQueryPrepared(conn, cmd->name, cmd->nparams, cmd->values, cmd->lengths,
+                                   cmd->formats, 0);
+    case PG_SEND_SIMPLE:
+        return PQsendQuery(conn, cmd->sql);
+    }
+    return 0;
+}
+
+/* Whether a failed statement failed because the named statement it ran is
+ * out of date, in its own Bind step -- before anything was executed. Both
+ * errors are raised by the server's code for the statement itself: nested
+ * ones (a PL/pgSQL function's cached plans) carry a CONTEXT and do not
+ * count. Routine names are not translated, unlike messages. */
+static pg_stale stale_kind(const PGresult *failure) {
+    const char *state = PQresultErrorField(failure, PG_DIAG_SQLSTATE);
+    const char *routine = PQresultErrorField(failure, PG_DIAG_SOURCE_FUNCTION);
+    if (state == NULL || routine == NULL || PQresultErrorField(failure, PG_DIAG_CONTEXT) != NULL)
+        return PG_STALE_NO;
+    /* "cached plan must not change result type": a table changed under it */
+    if (strcmp(state, "0A000") == 0 && strcmp(routine, "RevalidateCachedQuery") == 0)
+        return PG_STALE_RESULT_TYPE;
+    /* "prepared statement ... does not exist": deallocated behind our back */
+    if (strcmp(state, "26000") == 0 && strcmp(routine, "FetchPreparedStatement") == 0)
+        return PG_STALE_GONE;
+    return PG_STALE_NO;
+}
+
+/* Send one command and collect its result by the deadline (run() does the
+ * bookkeeping around it).
  *
  * On success *out receives the (first) successful result, owned by the
- * caller (PQclear). On failure *out is NULL and err says why; after a timeout
- * or a lost connection the connection is finished (h->conn == NULL). */
-static int run_once(pg_handle *h, const char *what, const char *sql, int nparams,
-                    const Oid *types, const char *const *values, const int *lengths,
-                    const int *formats, int64_t deadline, PGresult **out, noodle_error *err) {
+ * caller (PQclear). On failure *out is NULL and err says why (h->stale
+ * whether a named statement was out of date); after a timeout or a lost
+ * connection the connection is finished (h->conn == NULL). */
+static int run_once(pg_handle *h, const char *what, const pg_command *cmd, int64_t deadline,
+                    PGresult **out, noodle_error *err) {
     PGresult *keep = NULL;    /* first successful result */
     PGresult *failure = NULL; /* the error to report */
     bool unsupported = false;
     int rc;
 
     *out = NULL;
-    if (!PQsendQueryParams(h->conn, sql, nparams, types, values, lengths, formats, 0))
-        return fail_result(h, NULL, what, err);
+    if (!send_command(h->conn, cmd)) return fail_result(h, NULL, what, err);
     if ((rc = flush_all(h, what, deadline, err)) != 0) return rc;
 
     for (;;) {
@@ -716,6 +843,7 @@ static int run_once(pg_handle *h, const char *what, const char *sql, int nparams
         goto fail;
     }
     if (failure != NULL) {
+        h->stale = stale_kind(failure);
         rc = fail_result(h, failure, what, err);
         goto fail;
     }
@@ -736,11 +864,11 @@ fail:
 /* run_once(), refusing to start when the deadline has passed or libpq cannot
  * take a command, and dropping the connection (connection-fatal error) when
  * the call leaves libpq unable to take the next one. */
-static int run(pg_handle *h, const char *what, const char *sql, int nparams, const Oid *types,
-               const char *const *values, const int *lengths, const int *formats, int64_t deadline,
+static int run(pg_handle *h, const char *what, const pg_command *cmd, int64_t deadline,
                PGresult **out, noodle_error *err) {
     int rc;
     *out = NULL;
+    h->stale = PG_STALE_NO;
     if ((rc = check_alive(h, what, err)) != 0) return rc;
     if (!can_take_command(h->conn)) {
         bool bad = PQstatus(h->conn) != CONNECTION_OK;
@@ -752,14 +880,15 @@ static int run(pg_handle *h, const char *what, const char *sql, int nparams, con
     if (noodle__poll_timeout_ms(h->clock, deadline) == 0)
         return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT,
                           "%s: the deadline had passed before the call", what);
-    rc = run_once(h, what, sql, nparams, types, values, lengths, formats, deadline, out, err);
+    rc = run_once(h, what, cmd, deadline, out, err);
     return settle(h, what, rc, out, err);
 }
 
 /* Run a fixed statement without parameters; *out as for run(). */
 static int run_command(pg_handle *h, const char *what, const char *sql, int64_t deadline,
                        PGresult **out, noodle_error *err) {
-    return run(h, what, sql, 0, NULL, NULL, NULL, NULL, deadline, out, err);
+    const pg_command cmd = {.send = PG_SEND_PARAMS, .sql = sql};
+    return run(h, what, &cmd, deadline, out, err);
 }
 
 /* Run a fixed statement without parameters and drop its result. */
@@ -769,6 +898,161 @@ static int run_simple(pg_handle *h, const char *what, const char *sql, int64_t d
     int rc = run_command(h, what, sql, deadline, &res, err);
     PQclear(res);
     return rc;
+}
+
+/* ======================================================================== */
+/* The prepared-statement cache                                              */
+/* ======================================================================== */
+
+static atomic_bool stmt_cache_default = true;
+
+void noodle__pg_set_stmt_cache(bool on) {
+    atomic_store(&stmt_cache_default, on);
+}
+
+void noodle__pg_stmt_cache_stats(void *handle, uint64_t *hits, uint64_t *misses, size_t *size) {
+    const pg_handle *h = handle;
+    if (hits) *hits = h->cache.hits;
+    if (misses) *misses = h->cache.misses;
+    if (size) *size = h->cache.size;
+}
+
+/* A hash of len bytes at p, eight at a time, continuing from h. */
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t len) {
+    const uint64_t k = 0xff51afd7ed558ccdu;
+    const unsigned char *b = p;
+    uint64_t w;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 32;
+    }
+    w = 0;
+    if (len > i) memcpy(&w, b + i, len - i);
+    h = (h ^ w) * k;
+    return h ^ (h >> 29);
+}
+
+/* The key: the text as prepared and the parameter types sent with it (the
+ * server infers untyped parameters at prepare time, so the same text with
+ * other types is another statement). */
+static uint64_t stmt_hash(const char *sql, size_t len, int nparams, const Oid *types) {
+    uint64_t h = hash_bytes(0x9e3779b97f4a7c15u ^ len, sql, len);
+    return nparams > 0 ? hash_bytes(h ^ (uint64_t)nparams, types, (size_t)nparams * sizeof *types)
+                       : h;
+}
+
+static void stmt_name(uint64_t id, char *buf, size_t size) {
+    snprintf(buf, size, "noodle_%" PRIu64, id);
+}
+
+static int cache_open(pg_stmt_cache *c) {
+    memset(c, 0, sizeof *c);
+    c->cap = NOODLE_PG_STMT_CACHE_SIZE > 0 ? (size_t)NOODLE_PG_STMT_CACHE_SIZE : 0;
+    c->on = c->cap > 0 && atomic_load(&stmt_cache_default);
+    if (!c->on) return 0;
+    size_t n = 1;
+    while (n < 2 * c->cap)
+        n <<= 1;
+    c->buckets = calloc(n, sizeof *c->buckets);
+    if (c->buckets == NULL) return -1;
+    c->nbuckets = n;
+    return 0;
+}
+
+static void lru_unlink(pg_stmt_cache *c, pg_stmt *s) {
+    if (s->newer != NULL)
+        s->newer->older = s->older;
+    else
+        c->newest = s->older;
+    if (s->older != NULL)
+        s->older->newer = s->newer;
+    else
+        c->oldest = s->newer;
+}
+
+static void lru_push(pg_stmt_cache *c, pg_stmt *s) {
+    s->newer = NULL;
+    s->older = c->newest;
+    if (c->newest != NULL)
+        c->newest->newer = s;
+    else
+        c->oldest = s;
+    c->newest = s;
+}
+
+/* The entry for the key, made the most recent; NULL when not cached. */
+static pg_stmt *stmt_find(pg_stmt_cache *c, const char *sql, size_t len, uint64_t hash, int nparams,
+                          const Oid *types) {
+    for (pg_stmt *s = c->buckets[hash & (c->nbuckets - 1)]; s != NULL; s = s->chain) {
+        if (s->hash != hash || s->len != len || s->nparams != nparams ||
+            memcmp(s->sql, sql, len) != 0 ||
+            (nparams > 0 && memcmp(s->types, types, (size_t)nparams * sizeof *types) != 0))
+            continue;
+        if (c->newest != s) {
+            lru_unlink(c, s);
+            lru_push(c, s);
+        }
+        return s;
+    }
+    return NULL;
+}
+
+/* Take s off the cache and free it. allocated: the server still has the
+ * statement, so it waits for DEALLOCATE (or, when that list is full, for the
+ * end of the session). */
+static void stmt_drop(pg_stmt_cache *c, pg_stmt *s, bool allocated) {
+    pg_stmt **link = &c->buckets[s->hash & (c->nbuckets - 1)];
+    while (*link != s)
+        link = &(*link)->chain;
+    *link = s->chain;
+    lru_unlink(c, s);
+    c->size--;
+    if (allocated && c->npending < PG_PENDING_MAX) c->pending[c->npending++] = s->id;
+    free(s);
+}
+
+/* A new entry for the key (not yet in the cache); NULL when out of memory. */
+static pg_stmt *stmt_new(const char *sql, size_t len, uint64_t hash, int nparams,
+                         const Oid *types) {
+    size_t tbytes = (size_t)nparams * sizeof *types;
+    pg_stmt *s = malloc(sizeof *s + tbytes + len + 1);
+    if (s == NULL) return NULL;
+    memset(s, 0, sizeof *s);
+    s->hash = hash;
+    s->len = len;
+    s->nparams = nparams;
+    s->types = (Oid *)(void *)(s + 1);
+    s->sql = (char *)(s->types + nparams);
+    if (tbytes > 0) memcpy(s->types, types, tbytes);
+    memcpy(s->sql, sql, len + 1);
+    return s;
+}
+
+/* Make s (prepared on the server) the most recent entry, evicting the least
+ * recently used one when the cache is full. */
+static void stmt_add(pg_stmt_cache *c, pg_stmt *s) {
+    if (c->size >= c->cap) stmt_drop(c, c->oldest, true);
+    pg_stmt **bucket = &c->buckets[s->hash & (c->nbuckets - 1)];
+    s->chain = *bucket;
+    *bucket = s;
+    lru_push(c, s);
+    c->size++;
+}
+
+/* Forget every statement: the server dropped them all (DISCARD ALL,
+ * DEALLOCATE ALL), or the handle is closing. */
+static void stmt_forget_all(pg_stmt_cache *c) {
+    while (c->oldest != NULL)
+        stmt_drop(c, c->oldest, false);
+    c->npending = 0;
+}
+
+static void cache_close(pg_stmt_cache *c) {
+    if (c->buckets != NULL) stmt_forget_all(c);
+    free(c->buckets);
+    c->buckets = NULL;
 }
 
 /* ======================================================================== */
@@ -1596,6 +1880,11 @@ static int pg_connect(const noodle_connect_params *p, void **handle, noodle_erro
         PQfinish(conn);
         return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
     }
+    if (cache_open(&h->cache) != 0) {
+        free(h);
+        PQfinish(conn);
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "connect: out of memory");
+    }
     h->clock = p->clock;
     h->conn = conn;
     *handle = h;
@@ -1605,7 +1894,9 @@ static int pg_connect(const noodle_connect_params *p, void **handle, noodle_erro
 static void pg_close(void *handle) {
     pg_handle *h = handle;
     if (h == NULL) return;
+    /* the session's end deallocates its statements: nothing to send */
     if (h->conn != NULL) PQfinish(h->conn); /* non-blocking: never waits */
+    cache_close(&h->cache);
     free(h);
 }
 
@@ -1857,6 +2148,108 @@ fail:
     return rc;
 }
 
+/* ======================================================================== */
+/* execute through the statement cache                                       */
+/* ======================================================================== */
+
+/* DEALLOCATE the pending statements, all in one round trip (the simple
+ * protocol takes several statements). Called outside a transaction only, so
+ * that a failure cannot abort the caller's transaction; a failure that
+ * leaves the connection up is ignored (at worst a statement lives on until
+ * the session ends). Fails only when the connection is lost. */
+static int flush_pending(pg_handle *h, int64_t deadline, noodle_error *err) {
+    pg_stmt_cache *c = &h->cache;
+    static const char verb[] = "DEALLOCATE ";
+    char sql[PG_PENDING_MAX * (sizeof verb + 32)], name[32];
+    size_t o = 0;
+    for (size_t i = 0; i < c->npending; i++) { /* "DEALLOCATE noodle_<id>;" each */
+        stmt_name(c->pending[i], name, sizeof name);
+        size_t n = strlen(name);
+        memcpy(sql + o, verb, sizeof verb - 1);
+        memcpy(sql + o + sizeof verb - 1, name, n);
+        o += sizeof verb - 1 + n;
+        sql[o++] = ';';
+    }
+    sql[o] = '\0';
+    c->npending = 0;
+    const pg_command cmd = {.send = PG_SEND_SIMPLE, .sql = sql};
+    PGresult *res = NULL;
+    noodle_error local;
+    int rc = run(h, "execute: deallocating evicted statements", &cmd, deadline, &res, &local);
+    PQclear(res);
+    if (rc == 0 || h->conn != NULL) return 0;
+    if (err != NULL) *err = local;
+    return rc;
+}
+
+/* Run sql (translated) with the converted parameters as a cached named
+ * statement: prepared on the first use (a miss), then run by name (a hit).
+ * *res as for run(). */
+static int execute_cached(pg_handle *h, const char *sql, int nparams, const pg_params *pp,
+                          int64_t deadline, PGresult **res, noodle_error *err) {
+    pg_stmt_cache *c = &h->cache;
+    const size_t len = strlen(sql);
+    const uint64_t hash = stmt_hash(sql, len, nparams, pp->types);
+    char name[32];
+    const pg_command exec = {.send = PG_SEND_PREPARED,
+                             .name = name,
+                             .nparams = nparams,
+                             .values = pp->values,
+                             .lengths = pp->lengths,
+                             .formats = pp->formats};
+    int rc;
+
+    pg_stmt *s = stmt_find(c, sql, len, hash, nparams, pp->types);
+    if (s != NULL) {
+        c->hits++;
+        stmt_name(s->id, name, sizeof name);
+        rc = run(h, "execute", &exec, deadline, res, err);
+        if (rc == 0 || h->stale == PG_STALE_NO) return rc;
+        /* Out of date (a table it reads changed type, or it was deallocated
+         * behind our back): forget it. The error came from Bind, before
+         * anything ran; outside a transaction block nothing is left open
+         * either, so preparing it again and running it once more is safe.
+         * Inside one, the transaction is aborted now: report the error. */
+        stmt_drop(c, s, h->stale == PG_STALE_RESULT_TYPE);
+        if (h->conn == NULL || PQtransactionStatus(h->conn) != PQTRANS_IDLE) return rc;
+    }
+
+    c->misses++;
+    if (c->npending >= NOODLE_PG_DEALLOCATE_BATCH && PQtransactionStatus(h->conn) == PQTRANS_IDLE &&
+        noodle__poll_timeout_ms(h->clock, deadline) != 0 &&
+        (rc = flush_pending(h, deadline, err)) != 0)
+        return rc;
+    /* Nowhere to put what a new entry would evict (a long transaction
+     * kept the list from being flushed), or no memory: run it unnamed. */
+    if ((c->size >= c->cap && c->npending == PG_PENDING_MAX) ||
+        (s = stmt_new(sql, len, hash, nparams, pp->types)) == NULL) {
+        const pg_command once = {.send = PG_SEND_PARAMS,
+                                 .sql = sql,
+                                 .nparams = nparams,
+                                 .types = pp->types,
+                                 .values = pp->values,
+                                 .lengths = pp->lengths,
+                                 .formats = pp->formats};
+        return run(h, "execute", &once, deadline, res, err);
+    }
+    s->id = ++c->next_id;
+    stmt_name(s->id, name, sizeof name);
+    const pg_command prepare = {.send = PG_SEND_PREPARE,
+                                .name = name,
+                                .sql = sql,
+                                .nparams = nparams,
+                                .types = pp->types};
+    PGresult *prepared = NULL;
+    rc = run(h, "execute", &prepare, deadline, &prepared, err);
+    PQclear(prepared);
+    if (rc != 0) { /* a statement that failed to prepare is not cached */
+        free(s);
+        return rc;
+    }
+    stmt_add(c, s);
+    return run(h, "execute", &exec, deadline, res, err);
+}
+
 static int pg_execute(void *handle, const char *sql, const noodle_value *params, size_t nparams,
                       int64_t deadline, noodle_rows **out, noodle_error *err) {
     pg_handle *h = handle;
@@ -1883,10 +2276,24 @@ static int pg_execute(void *handle, const char *sql, const noodle_value *params,
         goto fail_translated;
     }
     if ((rc = convert_params(params, nparams, &pp, err)) != 0) goto fail_translated;
-    rc = run(h, "execute", translated, (int)nparams, pp.types, pp.values, pp.lengths, pp.formats,
-             deadline, &res, err);
+    if (h->cache.on) {
+        rc = execute_cached(h, translated, (int)nparams, &pp, deadline, &res, err);
+    } else {
+        const pg_command cmd = {.send = PG_SEND_PARAMS,
+                                .sql = translated,
+                                .nparams = (int)nparams,
+                                .types = pp.types,
+                                .values = pp.values,
+                                .lengths = pp.lengths,
+                                .formats = pp.formats};
+        rc = run(h, "execute", &cmd, deadline, &res, err);
+    }
     free(pp.block);
     if (rc != 0) goto fail_translated;
+    /* The session dropped every prepared statement, ours included. */
+    const char *tag = PQcmdStatus(res);
+    if (h->cache.on && (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0))
+        stmt_forget_all(&h->cache);
     rc = build_rows(res, out, err);
     PQclear(res);
 
@@ -1958,7 +2365,9 @@ static int pg_rollback(void *handle, int64_t deadline, noodle_error *err) {
     return rc != 0 ? rc : run_simple(handle, "rollback", "ROLLBACK", deadline, err);
 }
 
-/* SAVEPOINT "name" and friends; name is checked, then double-quoted. */
+/* SAVEPOINT "name" and friends; name is checked, then double-quoted (put
+ * together from the fixed verb and the validated name, no formatting:
+ * STD-PARAM). */
 static int savepoint_command(void *handle, const char *what, const char *verb, const char *name,
                              int64_t deadline, noodle_error *err) {
     char sql[128];
@@ -1968,7 +2377,11 @@ static int savepoint_command(void *handle, const char *what, const char *verb, c
                           "%s: invalid savepoint name \"%s\"", what,
                           name != NULL ? name : "(null)");
     if ((rc = need_txn_state(handle, what, true, err)) != 0) return rc;
-    snprintf(sql, sizeof sql, "%s \"%s\"", verb, name);
+    size_t v = strlen(verb), n = strlen(name); /* at most 21 and 63 */
+    memcpy(sql, verb, v);
+    memcpy(sql + v, " \"", 2);
+    memcpy(sql + v + 2, name, n);
+    memcpy(sql + v + 2 + n, "\"", 2);
     return run_simple(handle, what, sql, deadline, err);
 }
 

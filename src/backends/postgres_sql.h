@@ -95,4 +95,31 @@ void noodle__pg_set_resolver(noodle__pg_resolver_fn fn);
  * and port lists do not line up) or NOODLE_E_CLUSTER_NO_MEMORY. */
 int noodle__pg_split_hosts(const char *url, char ***out, size_t *n, noodle_error *err);
 
+/* ---- the prepared-statement cache --------------------------------------- */
+
+/* Named statements each connection keeps, keyed by the text as prepared and
+ * the parameter types (least recently used evicted first). A compile-time
+ * default: build with -DNOODLE_PG_STMT_CACHE_SIZE=N to change it (0: off). */
+#ifndef NOODLE_PG_STMT_CACHE_SIZE
+#define NOODLE_PG_STMT_CACHE_SIZE 64
+#endif
+
+/* Evicted statements are deallocated on the server this many at a time, in
+ * one round trip, outside transactions. */
+#define NOODLE_PG_DEALLOCATE_BATCH 8
+
+/* Turn the cache on (the default) or off for connections opened from now on
+ * (each reads the switch once, at connect; open ones keep their cache). Off
+ * means every execute sends an unnamed statement, as it must through a
+ * transaction-pooling proxy (pgbouncer pool_mode=transaction before 1.21),
+ * where the next transaction may run on another server session that never
+ * saw the statement. Thread-safe. */
+void noodle__pg_set_stmt_cache(bool on);
+
+/* The statement cache of a handle returned by the backend's connect: lookups
+ * that found a statement (*hits), lookups that had to prepare one (*misses,
+ * failed prepares included) and statements held now (*size). All 0 when the
+ * cache is off; any pointer may be NULL. */
+void noodle__pg_stmt_cache_stats(void *handle, uint64_t *hits, uint64_t *misses, size_t *size);
+
 #endif

@@ -18,17 +18,56 @@
  *   failure (NOODLE_E_QUERY_SERIALIZATION), like PostgreSQL's 40001.
  * - One statement per execute: trailing statements are refused, as
  *   PostgreSQL's extended protocol does.
+ * - Prepared-statement cache: each connection keeps up to
+ *   NOODLE_SQLITE_STMT_CACHE_SIZE (64) statements, keyed by their exact SQL
+ *   text, in a hash table threaded on a least-recently-used list. Invariants:
+ *     1. A cached statement is reset after every call, and its bindings
+ *        cleared when they hold copies of text or blobs, so it keeps no read
+ *        snapshot, no lock and no parameter bytes once run() returns (every
+ *        call binds every placeholder again).
+ *     2. Only statements that prepared and passed the one-statement check
+ *        are cached: a failed prepare, an empty text and refused stacked
+ *        statements never enter it.
+ *     3. The cache lives and dies with the handle: close finalizes every
+ *        statement, so a replaced connection starts empty.
+ *   Statements are prepared with SQLITE_PREPARE_PERSISTENT; schema changes
+ *   need nothing from us, as sqlite3_step re-prepares an expired statement
+ *   itself (SQLITE_SCHEMA is handled inside SQLite), which is why the result
+ *   header (column count and names) is read after the first step. execute,
+ *   begin, commit, rollback and validate use the cache; savepoint commands
+ *   (their names would churn it), the connect pragmas and metrics do not.
  * - Errors keep SQLite's extended code in the detail: "SQLite 1555
  *   (SQLITE_CONSTRAINT_PRIMARYKEY)".
  */
 #include <sqlite3.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/sqlite_internal.h"
 #include "internal.h"
 #include "noodle/backend.h"
+
+/* One cached statement: on its hash bucket's chain and on the LRU list. */
+typedef struct stmt_entry {
+    struct stmt_entry *newer, *older; /* LRU list */
+    struct stmt_entry *chain;         /* next in the bucket */
+    sqlite3_stmt *st;                 /* owned */
+    uint64_t hash;
+    size_t len;
+    char sql[]; /* the key, NUL-terminated */
+} stmt_entry;
+
+typedef struct stmt_cache {
+    stmt_entry **buckets; /* nbuckets (a power of two) chains; NULL when the cache is off */
+    size_t nbuckets;
+    stmt_entry *newest, *oldest;
+    size_t size, cap; /* cap: NOODLE_SQLITE_STMT_CACHE_SIZE */
+    uint64_t hits, misses;
+} stmt_cache;
 
 typedef struct sqlite_conn {
     sqlite3 *db;
@@ -36,6 +75,7 @@ typedef struct sqlite_conn {
     int64_t deadline; /* of the call in progress */
     int timed_out;    /* the progress handler interrupted the call */
     int in_txn;       /* begin succeeded and neither commit nor rollback has ended it */
+    stmt_cache cache;
 } sqlite_conn;
 
 /* ---- error mapping ------------------------------------------------------- */
@@ -170,6 +210,120 @@ static int start_call(sqlite_conn *h, int64_t deadline, const char *what, noodle
     return 0;
 }
 
+/* ---- the prepared-statement cache ------------------------------------------ */
+
+/* A hash of the len bytes at sql, eight at a time (a cache hit must cost
+ * little next to the statement it saves preparing). */
+static uint64_t sql_hash(const char *sql, size_t len) {
+    const uint64_t k = 0xff51afd7ed558ccdu;
+    uint64_t h = 0x9e3779b97f4a7c15u ^ len, w;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, sql + i, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, sql + i, len - i);
+    h = (h ^ w) * k;
+    return h ^ (h >> 29);
+}
+
+static int cache_open(stmt_cache *c) {
+    memset(c, 0, sizeof *c);
+    c->cap = NOODLE_SQLITE_STMT_CACHE_SIZE > 0 ? (size_t)NOODLE_SQLITE_STMT_CACHE_SIZE : 0;
+    if (c->cap == 0) return 0; /* off: buckets stays NULL */
+    size_t n = 1;
+    while (n < 2 * c->cap)
+        n <<= 1;
+    c->buckets = calloc(n, sizeof *c->buckets);
+    if (c->buckets == NULL) return -1;
+    c->nbuckets = n;
+    return 0;
+}
+
+static void lru_unlink(stmt_cache *c, stmt_entry *e) {
+    if (e->newer != NULL)
+        e->newer->older = e->older;
+    else
+        c->newest = e->older;
+    if (e->older != NULL)
+        e->older->newer = e->newer;
+    else
+        c->oldest = e->newer;
+}
+
+static void lru_push(stmt_cache *c, stmt_entry *e) {
+    e->newer = NULL;
+    e->older = c->newest;
+    if (c->newest != NULL)
+        c->newest->newer = e;
+    else
+        c->oldest = e;
+    c->newest = e;
+}
+
+/* The entry for sql (len bytes, hashed to hash), made the most recent; NULL
+ * when the cache does not hold it. */
+static stmt_entry *cache_find(stmt_cache *c, const char *sql, size_t len, uint64_t hash) {
+    for (stmt_entry *e = c->buckets[hash & (c->nbuckets - 1)]; e != NULL; e = e->chain) {
+        if (e->hash == hash && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            if (c->newest != e) {
+                lru_unlink(c, e);
+                lru_push(c, e);
+            }
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Take e off the cache and free it, finalizing its statement. */
+static void cache_drop(stmt_cache *c, stmt_entry *e) {
+    stmt_entry **link = &c->buckets[e->hash & (c->nbuckets - 1)];
+    while (*link != e)
+        link = &(*link)->chain;
+    *link = e->chain;
+    lru_unlink(c, e);
+    c->size--;
+    sqlite3_finalize(e->st);
+    free(e);
+}
+
+/* Add st (prepared from sql) as the most recent entry, evicting the least
+ * recently used one when the cache is full. Takes st on success; returns
+ * NULL (st stays the caller's) when out of memory. */
+static stmt_entry *cache_add(stmt_cache *c, const char *sql, size_t len, uint64_t hash,
+                             sqlite3_stmt *st) {
+    stmt_entry *e = malloc(sizeof *e + len + 1);
+    if (e == NULL) return NULL;
+    if (c->size >= c->cap) cache_drop(c, c->oldest);
+    e->st = st;
+    e->hash = hash;
+    e->len = len;
+    memcpy(e->sql, sql, len + 1);
+    stmt_entry **bucket = &c->buckets[hash & (c->nbuckets - 1)];
+    e->chain = *bucket;
+    *bucket = e;
+    lru_push(c, e);
+    c->size++;
+    return e;
+}
+
+static void cache_close(stmt_cache *c) {
+    while (c->oldest != NULL)
+        cache_drop(c, c->oldest);
+    free(c->buckets);
+    c->buckets = NULL;
+}
+
+void noodle__sqlite_stmt_cache_stats(void *handle, uint64_t *hits, uint64_t *misses, size_t *size) {
+    const sqlite_conn *h = handle;
+    if (hits) *hits = h->cache.hits;
+    if (misses) *misses = h->cache.misses;
+    if (size) *size = h->cache.size;
+}
+
 /* ---- statements ------------------------------------------------------------ */
 
 /* True when s holds only white space, semicolons and comments. */
@@ -241,50 +395,93 @@ static int read_row(sqlite3_stmt *st, noodle_rows *r, noodle_value *cells, int n
     return noodle_rows_append(r, cells, err);
 }
 
-/* Prepare, bind and run sql; collect rows into *out when out is not NULL. */
-static int run(sqlite_conn *h, const char *what, const char *sql, const noodle_value *params,
-               size_t nparams, int64_t deadline, noodle_rows **out, noodle_error *err) {
+/* True when binding params made SQLite copy bytes (text or blob) that
+ * clearing the bindings releases; numbers and NULLs hold nothing. */
+static bool holds_copies(const noodle_value *params, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (params[i].type == NOODLE_TYPE_TEXT || params[i].type == NOODLE_TYPE_BLOB) return true;
+    return false;
+}
+
+/* The result header of st: *out gets a result with st's columns, *cells room
+ * for one row (small when it is large enough, else allocated). */
+static int start_rows(sqlite3_stmt *st, int ncols, noodle_value *small, size_t nsmall,
+                      noodle_rows **out, noodle_value **cells, noodle_error *err) {
+    int rc = noodle_rows_new((size_t)ncols, out, err);
+    for (int i = 0; i < ncols && rc == 0; i++)
+        rc = noodle_rows_set_column_name(*out, (size_t)i, sqlite3_column_name(st, i), err);
+    if (rc != 0) return rc;
+    if ((size_t)ncols <= nsmall)
+        *cells = small;
+    else if ((*cells = calloc((size_t)ncols, sizeof **cells)) == NULL)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
+    return 0;
+}
+
+/* Run sql with params bound; collect rows into *out when out is not NULL.
+ * With cache, the statement comes from (or goes into) the connection's
+ * statement cache; otherwise it is prepared for this call only. */
+static int run(sqlite_conn *h, const char *what, const char *sql, bool cache,
+               const noodle_value *params, size_t nparams, int64_t deadline, noodle_rows **out,
+               noodle_error *err) {
     int rc = start_call(h, deadline, what, err);
     if (rc != 0) return rc;
+    stmt_cache *c = &h->cache;
+    stmt_entry *e = NULL;
     sqlite3_stmt *st = NULL;
-    const char *tail = NULL;
-    int src = sqlite3_prepare_v2(h->db, sql, -1, &st, &tail);
-    if (src != SQLITE_OK) return fail(h, src, what, err);
-    if (st == NULL) { /* empty statement */
-        if (out == NULL) return 0;
-        return noodle_rows_new(0, out, err);
+    size_t len = 0;
+    uint64_t hash = 0;
+    cache = cache && c->buckets != NULL;
+    if (cache) {
+        len = strlen(sql);
+        hash = sql_hash(sql, len);
+        if ((e = cache_find(c, sql, len, hash)) != NULL) {
+            c->hits++;
+            st = e->st;
+        } else {
+            c->misses++;
+        }
+    }
+    if (st == NULL) {
+        const char *tail = NULL;
+        /* the length with the terminator spares SQLite a copy of the text */
+        int nbyte = cache && len < (size_t)INT_MAX ? (int)len + 1 : -1;
+        unsigned flags = cache ? SQLITE_PREPARE_PERSISTENT : 0;
+        int src = sqlite3_prepare_v3(h->db, sql, nbyte, flags, &st, &tail);
+        if (src != SQLITE_OK) return fail(h, src, what, err);
+        if (st == NULL) { /* empty statement */
+            if (out == NULL) return 0;
+            return noodle_rows_new(0, out, err);
+        }
+        if (tail != NULL && !only_trivia(tail)) {
+            sqlite3_finalize(st);
+            return NOODLE_ERR(err, NOODLE_E_QUERY_UNSUPPORTED,
+                              "%s: more than one statement in one call (send them one at a time)",
+                              what);
+        }
+        if (cache) e = cache_add(c, sql, len, hash, st); /* NULL (no memory): run it uncached */
     }
     noodle_rows *r = NULL;
     noodle_value small_row[16], *cells = NULL;
-    if (tail != NULL && !only_trivia(tail)) {
-        rc = NOODLE_ERR(err, NOODLE_E_QUERY_UNSUPPORTED,
-                        "%s: more than one statement in one call (send them one at a time)", what);
-        goto done;
-    }
+    int ncols = 0, src;
     rc = bind_params(h, st, params, nparams, err);
     if (rc != 0) goto done;
-    int ncols = sqlite3_column_count(st);
-    if (out != NULL) {
-        rc = noodle_rows_new((size_t)ncols, &r, err);
-        if (rc != 0) goto done;
-        for (int i = 0; i < ncols && rc == 0; i++)
-            rc = noodle_rows_set_column_name(r, (size_t)i, sqlite3_column_name(st, i), err);
-        if (rc != 0) goto done;
-        if (ncols <= (int)(sizeof small_row / sizeof small_row[0])) {
-            cells = small_row;
-        } else if ((cells = calloc((size_t)ncols, sizeof *cells)) == NULL) {
-            rc = NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
-            goto done;
-        }
-    }
     sqlite3_int64 changes_before = sqlite3_total_changes64(h->db);
     for (;;) {
         src = sqlite3_step(st);
-        if (src == SQLITE_DONE) break;
-        if (src != SQLITE_ROW) {
+        if (src != SQLITE_ROW && src != SQLITE_DONE) {
             rc = fail(h, src, what, err);
             goto done;
         }
+        /* the header is read after the first step: a statement that SQLite
+         * re-prepared after a schema change may have other columns now */
+        if (out != NULL && r == NULL) {
+            ncols = sqlite3_column_count(st);
+            rc = start_rows(st, ncols, small_row, sizeof small_row / sizeof small_row[0], &r,
+                            &cells, err);
+            if (rc != 0) goto done;
+        }
+        if (src == SQLITE_DONE) break;
         if (r != NULL && (rc = read_row(st, r, cells, ncols, err)) != 0) goto done;
     }
     /* rows this statement changed: sqlite3_changes64 excludes trigger and
@@ -295,7 +492,12 @@ static int run(sqlite_conn *h, const char *what, const char *sql, const noodle_v
         noodle_rows_set_affected(r, sqlite3_changes64(h->db));
 done:
     if (cells != small_row) free(cells);
-    sqlite3_finalize(st);
+    if (e != NULL) { /* invariant 1: nothing held between calls */
+        sqlite3_reset(st);
+        if (holds_copies(params, nparams)) sqlite3_clear_bindings(st);
+    } else {
+        sqlite3_finalize(st);
+    }
     if (rc != 0) {
         noodle_rows_free(r);
         return rc;
@@ -309,7 +511,8 @@ done:
 static void sqlite_close(void *handle) {
     sqlite_conn *h = handle;
     if (h == NULL) return;
-    sqlite3_close_v2(h->db); /* finalizes nothing: run() never leaves statements open */
+    cache_close(&h->cache); /* the only statements left open are the cached ones */
+    sqlite3_close_v2(h->db);
     free(h);
 }
 
@@ -318,6 +521,10 @@ static int sqlite_connect(const noodle_connect_params *p, void **handle, noodle_
     sqlite_conn *h = calloc(1, sizeof *h);
     if (h == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
     h->clock = p->clock ? p->clock : noodle_clock_real();
+    if (cache_open(&h->cache) != 0) {
+        free(h);
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory");
+    }
     const char *path = p->url[0] ? p->url : "noodle.db";
     int rc = sqlite3_open_v2(path, &h->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
@@ -336,18 +543,18 @@ static int sqlite_connect(const noodle_connect_params *p, void **handle, noodle_
     const int in_memory = file == NULL || file[0] == '\0';
     if (!in_memory) {
         noodle_rows *mode = NULL;
-        rc = run(h, "connect: PRAGMA journal_mode=WAL", "PRAGMA journal_mode=WAL", NULL, 0,
+        rc = run(h, "connect: PRAGMA journal_mode=WAL", "PRAGMA journal_mode=WAL", false, NULL, 0,
                  p->deadline, &mode, err);
         noodle_rows_free(mode);
         if (rc == 0)
-            rc = run(h, "connect: PRAGMA synchronous", "PRAGMA synchronous=NORMAL", NULL, 0,
+            rc = run(h, "connect: PRAGMA synchronous", "PRAGMA synchronous=NORMAL", false, NULL, 0,
                      p->deadline, NULL, err);
     } else {
         rc = start_call(h, p->deadline, "connect", err);
     }
     if (rc == 0)
-        rc = run(h, "connect: PRAGMA foreign_keys", "PRAGMA foreign_keys=ON", NULL, 0, p->deadline,
-                 NULL, err);
+        rc = run(h, "connect: PRAGMA foreign_keys", "PRAGMA foreign_keys=ON", false, NULL, 0,
+                 p->deadline, NULL, err);
     if (rc != 0) {
         if (rc == NOODLE_E_BACKEND_TIMEOUT && err) err->code = rc = NOODLE_E_CONNECT_TIMEOUT;
         goto fail_open;
@@ -355,6 +562,7 @@ static int sqlite_connect(const noodle_connect_params *p, void **handle, noodle_
     *handle = h;
     return 0;
 fail_open:
+    cache_close(&h->cache);
     sqlite3_close_v2(h->db);
     free(h);
     return rc;
@@ -363,7 +571,7 @@ fail_open:
 static int sqlite_validate(void *handle, int64_t deadline, noodle_error *err) {
     /* reads the database header: a file that stopped being a database fails */
     noodle_rows *r = NULL;
-    int rc = run(handle, "validate", "PRAGMA schema_version", NULL, 0, deadline, &r, err);
+    int rc = run(handle, "validate", "PRAGMA schema_version", true, NULL, 0, deadline, &r, err);
     noodle_rows_free(r);
     return rc;
 }
@@ -392,8 +600,14 @@ static int need_txn(sqlite_conn *h, const char *what, noodle_error *err) {
 
 static int sqlite_execute(void *handle, const char *sql, const noodle_value *params, size_t nparams,
                           int64_t deadline, noodle_rows **out, noodle_error *err) {
-    if (engine_rolled_back(handle)) return rolled_back_error("execute", err);
-    return run(handle, "execute", sql, params, nparams, deadline, out, err);
+    sqlite_conn *h = handle;
+    if (engine_rolled_back(h)) return rolled_back_error("execute", err);
+    int rc = run(h, "execute", sql, true, params, nparams, deadline, out, err);
+    /* A statement that succeeded and left autocommit on was a COMMIT, END or
+     * ROLLBACK sent as SQL: the transaction begin opened is over, and not
+     * by an engine rollback (those come with an error). */
+    if (rc == 0 && sqlite3_get_autocommit(h->db)) h->in_txn = 0;
+    return rc;
 }
 
 static int sqlite_begin(void *handle, noodle_isolation iso, int64_t deadline, noodle_error *err) {
@@ -405,7 +619,7 @@ static int sqlite_begin(void *handle, noodle_isolation iso, int64_t deadline, no
         return NOODLE_ERR(err, NOODLE_E_QUERY_ISOLATION_UNSUPPORTED, "begin: unknown isolation %d",
                           (int)iso);
     const char *sql = iso == NOODLE_ISOLATION_SERIALIZABLE ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED";
-    int rc = run(h, "begin", sql, NULL, 0, deadline, NULL, err);
+    int rc = run(h, "begin", sql, true, NULL, 0, deadline, NULL, err);
     if (rc == 0) h->in_txn = 1;
     return rc;
 }
@@ -413,7 +627,7 @@ static int sqlite_begin(void *handle, noodle_isolation iso, int64_t deadline, no
 static int sqlite_commit(void *handle, int64_t deadline, noodle_error *err) {
     sqlite_conn *h = handle;
     int rc = need_txn(h, "commit", err);
-    if (rc == 0) rc = run(h, "commit", "COMMIT", NULL, 0, deadline, NULL, err);
+    if (rc == 0) rc = run(h, "commit", "COMMIT", true, NULL, 0, deadline, NULL, err);
     /* the transaction is over unless COMMIT failed with it still open
      * (busy: the caller may retry or roll back) */
     if (sqlite3_get_autocommit(h->db)) h->in_txn = 0;
@@ -427,22 +641,27 @@ static int sqlite_rollback(void *handle, int64_t deadline, noodle_error *err) {
         return 0;
     }
     int rc = need_txn(h, "rollback", err);
-    if (rc == 0) rc = run(h, "rollback", "ROLLBACK", NULL, 0, deadline, NULL, err);
+    if (rc == 0) rc = run(h, "rollback", "ROLLBACK", true, NULL, 0, deadline, NULL, err);
     if (sqlite3_get_autocommit(h->db)) h->in_txn = 0;
     return rc;
 }
 
-/* verb + quoted name; the name was validated by the connection layer and is
- * checked again here (this backend may be called directly). */
+/* verb + quoted name, assembled from the fixed verb and the validated name
+ * (no formatting: STD-PARAM); the name was validated by the connection
+ * layer and is checked again here (this backend may be called directly). */
 static int savepoint_stmt(void *handle, const char *verb, const char *name, int64_t deadline,
                           noodle_error *err) {
     if (!noodle_identifier_valid(name))
         return NOODLE_ERR(err, NOODLE_E_QUERY_INVALID_SAVEPOINT, "%s: invalid savepoint name", verb);
     int rc = need_txn(handle, verb, err);
     if (rc != 0) return rc;
-    char sql[96];
-    snprintf(sql, sizeof sql, "%s \"%s\"", verb, name);
-    return run(handle, verb, sql, NULL, 0, deadline, NULL, err);
+    char sql[96]; /* the longest verb (21) + the longest name (63) + 4 */
+    size_t v = strlen(verb), n = strlen(name);
+    memcpy(sql, verb, v);
+    memcpy(sql + v, " \"", 2);
+    memcpy(sql + v + 2, name, n);
+    memcpy(sql + v + 2 + n, "\"", 2);
+    return run(handle, verb, sql, false, NULL, 0, deadline, NULL, err);
 }
 
 static int sqlite_savepoint(void *h, const char *name, int64_t deadline, noodle_error *err) {
@@ -466,7 +685,7 @@ static int sqlite_role(void *handle, int64_t deadline, noodle_role *out, noodle_
 static int pragma_int(sqlite_conn *h, const char *sql, int64_t deadline, int64_t *out,
                       noodle_error *err) {
     noodle_rows *r = NULL;
-    int rc = run(h, "metrics", sql, NULL, 0, deadline, &r, err);
+    int rc = run(h, "metrics", sql, false, NULL, 0, deadline, &r, err);
     if (rc == 0) {
         const noodle_value *v = noodle_rows_get(r, 0, 0);
         *out = v->type == NOODLE_TYPE_INT64 ? v->v.i : -1;

@@ -3,7 +3,9 @@
  * One throwaway server is started in the group setup (a failure to start
  * fails the group: these tests are never skipped). Everything goes through
  * the public noodle_conn_* API with noodle_backend_postgres(), except the
- * socket-option checks, which look at the libpq connection inside the handle.
+ * socket-option checks, which look at the libpq connection inside the handle,
+ * and the statement-cache checks, which read its counters
+ * (noodle__pg_stmt_cache_stats).
  */
 #include <math.h>
 #include <netdb.h>
@@ -1334,6 +1336,292 @@ static void slow_resolver_for_the_first_host_moves_on_to_the_next(void **state) 
     noodle_conn_close(c);
 }
 
+/* ---- the prepared-statement cache ------------------------------------------------------------- */
+
+/* Fail unless c's statement cache counted hits and misses and holds size. */
+#define assert_cache(c, want_hits, want_misses, want_size)                                    \
+    do {                                                                                      \
+        uint64_t hits_, misses_;                                                              \
+        size_t size_;                                                                         \
+        noodle__pg_stmt_cache_stats(noodle_conn_handle(c), &hits_, &misses_, &size_);         \
+        assert_int_equal(hits_, (want_hits));                                                 \
+        assert_int_equal(misses_, (want_misses));                                             \
+        assert_int_equal(size_, (want_size));                                                 \
+    } while (0)
+
+/* The named statements of noodle's caches that c's server session holds now
+ * (this query, itself cached, counts too). */
+static int64_t server_statements(noodle_conn *c) {
+    return noodle_test_query_int(
+        c, "SELECT count(*) FROM pg_prepared_statements WHERE starts_with(name, 'noodle_')");
+}
+
+static int64_t query_int_param(noodle_conn *c, const char *sql, noodle_value v) {
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, sql, &v, 1, deadline_ms(5000), &rows, &err), &err);
+    assert_int_equal(noodle_rows_get(rows, 0, 0)->type, NOODLE_TYPE_INT64);
+    int64_t got = noodle_rows_get(rows, 0, 0)->v.i;
+    noodle_rows_free(rows);
+    return got;
+}
+
+static void repeated_execution_prepares_once_then_hits_the_cache(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    assert_cache(c, 0, 0, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(query_int_param(c, "SELECT ? + 1", noodle_int64(41)), 42);
+    assert_cache(c, 2, 1, 1);
+    assert_int_equal(server_statements(c), 2); /* SELECT ? + 1 and the count */
+    noodle_conn_close(c);
+}
+
+static void the_cache_keeps_64_statements_and_evicts_the_least_recently_used(void **state) {
+    (void)state;
+    enum { CAP = NOODLE_PG_STMT_CACHE_SIZE };
+    noodle_conn *c = open_default();
+    char sql[32];
+    for (int i = 0; i < CAP; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        assert_int_equal(noodle_test_query_int(c, sql), i);
+    }
+    assert_cache(c, 0, CAP, CAP);
+    noodle_test_exec_ok(c, "SELECT 0"); /* now the most recent: "SELECT 1" is the oldest */
+    snprintf(sql, sizeof sql, "SELECT %d", CAP);
+    noodle_test_exec_ok(c, sql); /* evicts "SELECT 1" */
+    assert_cache(c, 1, CAP + 1, CAP);
+    noodle_test_exec_ok(c, "SELECT 0"); /* kept */
+    assert_cache(c, 2, CAP + 1, CAP);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* gone: prepared again */
+    assert_cache(c, 2, CAP + 2, CAP);
+    noodle_conn_close(c);
+}
+
+static void evicted_statements_are_deallocated_on_the_server_in_batches(void **state) {
+    (void)state;
+    enum { CAP = NOODLE_PG_STMT_CACHE_SIZE };
+    noodle_conn *c = open_default();
+    char sql[32];
+    for (int i = 0; i < 3 * CAP; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        assert_int_equal(noodle_test_query_int(c, sql), i);
+    }
+    int64_t held = server_statements(c);
+    assert_true(held >= CAP);
+    assert_true(held <= CAP + NOODLE_PG_DEALLOCATE_BATCH);
+    noodle_conn_close(c);
+}
+
+static void inside_a_long_transaction_the_server_holds_at_most_twice_the_cache(void **state) {
+    (void)state;
+    enum { CAP = NOODLE_PG_STMT_CACHE_SIZE };
+    noodle_conn *c = open_default();
+    noodle_error err;
+    char sql[32];
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    for (int i = 0; i < 4 * CAP; i++) { /* nothing can be deallocated until the end */
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        assert_int_equal(noodle_test_query_int(c, sql), i); /* unnamed once the list is full */
+    }
+    assert_true(server_statements(c) <= 2 * CAP);
+    assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err);
+    noodle_test_exec_ok(c, "SELECT 'a miss flushes the list'");
+    assert_true(server_statements(c) <= CAP + NOODLE_PG_DEALLOCATE_BATCH);
+    noodle_conn_close(c);
+}
+
+static void a_column_type_change_re_prepares_the_statement_and_returns_the_new_type(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE ddl_probe (x int4)");
+    noodle_test_exec_ok(c, "INSERT INTO ddl_probe VALUES (1)");
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(noodle_test_query_int(c, "SELECT * FROM ddl_probe"), 1);
+    noodle_test_exec_ok(c, "ALTER TABLE ddl_probe ALTER COLUMN x TYPE text");
+    /* the server refuses the old plan ("cached plan must not change result
+     * type", 0A000) before running it; outside a transaction it is prepared
+     * again and run once more */
+    for (int i = 0; i < 2; i++) {
+        noodle_rows *rows = NULL;
+        noodle_error err;
+        assert_ok(noodle_conn_execute(c, "SELECT * FROM ddl_probe", NULL, 0, deadline_ms(5000),
+                                      &rows, &err),
+                  &err);
+        assert_int_equal(noodle_rows_get(rows, 0, 0)->type, NOODLE_TYPE_TEXT);
+        assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, "1");
+        noodle_rows_free(rows);
+    }
+    /* CREATE, INSERT, SELECT (then a hit), ALTER, the stale hit prepared
+     * again, then a hit on the new statement */
+    assert_cache(c, 3, 5, 4);
+    noodle_conn_close(c);
+}
+
+static void a_column_type_change_inside_a_transaction_fails_and_rollback_recovers(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    noodle_test_exec_ok(c, "CREATE TEMP TABLE ddl_txn (x int4)");
+    noodle_test_exec_ok(c, "INSERT INTO ddl_txn VALUES (1)");
+    assert_int_equal(noodle_test_query_int(c, "SELECT * FROM ddl_txn"), 1);
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    noodle_test_exec_ok(c, "ALTER TABLE ddl_txn ALTER COLUMN x TYPE text");
+    /* the error aborted the transaction: no retry inside it */
+    int rc = noodle_conn_execute(c, "SELECT * FROM ddl_txn", NULL, 0, deadline_ms(5000), &rows,
+                                 &err);
+    assert_code(rc, &err, NOODLE_E_QUERY_FAILED);
+    assert_string_equal(err.detail, "SQLSTATE 0A000");
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
+    assert_int_equal(noodle_test_query_int(c, "SELECT * FROM ddl_txn"), 1); /* prepared anew */
+    noodle_conn_close(c);
+}
+
+static void parameter_types_are_part_of_the_key(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    const char *sql = "SELECT pg_typeof(?)::text";
+    const noodle_value in[] = {noodle_int64(1), noodle_double(1.5), noodle_blob("b", 1),
+                               noodle_int64(2)};
+    const char *const want[] = {"bigint", "double precision", "bytea", "bigint"};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        assert_ok(noodle_conn_execute(c, sql, &in[i], 1, deadline_ms(5000), &rows, &err), &err);
+        assert_string_equal(noodle_rows_get(rows, 0, 0)->v.bytes.ptr, want[i]);
+        noodle_rows_free(rows);
+    }
+    assert_cache(c, 1, 3, 3); /* one statement per type; the second bigint is a hit */
+    /* an untyped NULL leaves the type to the server, which cannot tell */
+    noodle_value null = noodle_null();
+    assert_code(noodle_conn_execute(c, sql, &null, 1, deadline_ms(5000), &rows, &err), &err,
+                NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P18");
+    assert_cache(c, 1, 4, 3);
+    noodle_conn_close(c);
+}
+
+static void a_failed_prepare_is_not_cached_and_fails_5001(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    for (int i = 0; i < 2; i++) {
+        int rc = noodle_conn_execute(c, "SELEC 1", NULL, 0, deadline_ms(5000), &rows, &err);
+        assert_code(rc, &err, NOODLE_E_QUERY_SYNTAX);
+        assert_string_equal(err.detail, "SQLSTATE 42601");
+    }
+    assert_code(noodle_conn_execute(c, "SELECT 1; SELECT 2", NULL, 0, deadline_ms(5000), &rows,
+                                    &err),
+                &err, NOODLE_E_QUERY_SYNTAX);
+    assert_cache(c, 0, 3, 0);
+    assert_int_equal(server_statements(c), 1); /* only the count */
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+static void an_aborted_transaction_fails_5011_and_the_cache_works_after_rollback(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* cached */
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    noodle_value zero = noodle_int64(0);
+    assert_code(noodle_conn_execute(c, "SELECT 1 / ?", &zero, 1, deadline_ms(5000), &rows, &err),
+                &err, NOODLE_E_QUERY_DATA);
+    /* a cached statement: Bind refused (25P02) */
+    assert_code(noodle_conn_execute(c, "SELECT 1", NULL, 0, deadline_ms(5000), &rows, &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    assert_string_equal(err.detail, "SQLSTATE 25P02");
+    /* a new statement: Parse refused (25P02), nothing cached */
+    assert_code(noodle_conn_execute(c, "SELECT 2", NULL, 0, deadline_ms(5000), &rows, &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    assert_string_equal(err.detail, "SQLSTATE 25P02");
+    assert_cache(c, 1, 3, 2); /* SELECT 1 and SELECT 1 / ? */
+    assert_ok(noodle_conn_rollback(c, deadline_ms(5000), &err), &err);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 2"), 2);
+    assert_cache(c, 2, 4, 3);
+    noodle_conn_close(c);
+}
+
+static void a_statement_deallocated_behind_the_cache_is_prepared_again(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    char sql[96];
+    assert_int_equal(noodle_test_query_int(c, "SELECT 42"), 42);
+    assert_ok(noodle_conn_execute(c,
+                                  "SELECT name FROM pg_prepared_statements "
+                                  "WHERE statement = 'SELECT 42'",
+                                  NULL, 0, deadline_ms(5000), &rows, &err),
+              &err);
+    assert_int_equal(noodle_rows_count(rows), 1);
+    snprintf(sql, sizeof sql, "DEALLOCATE %s",
+             (const char *)noodle_rows_get(rows, 0, 0)->v.bytes.ptr);
+    noodle_rows_free(rows);
+    noodle_test_exec_ok(c, sql);
+    /* the hit fails in Bind (26000): dropped, prepared again, run */
+    assert_int_equal(noodle_test_query_int(c, "SELECT 42"), 42);
+    assert_cache(c, 1, 4, 3);
+    noodle_conn_close(c);
+}
+
+static void discard_all_empties_the_cache(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    assert_int_equal(noodle_test_query_int(c, "SELECT 7"), 7);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 7"), 7);
+    noodle_test_exec_ok(c, "DISCARD ALL");
+    assert_cache(c, 1, 2, 0);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 7"), 7); /* prepared again, no 26000 */
+    assert_cache(c, 1, 3, 1);
+    noodle_test_exec_ok(c, "DEALLOCATE ALL");
+    assert_cache(c, 1, 4, 0);
+    noodle_conn_close(c);
+}
+
+static void a_reopened_connection_starts_with_an_empty_cache(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    assert_int_equal(noodle_test_query_int(c, "SELECT 3"), 3);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 3"), 3);
+    assert_cache(c, 1, 1, 1);
+    noodle_conn_close(c);
+    c = open_default();
+    assert_cache(c, 0, 0, 0);
+    assert_int_equal(server_statements(c), 1); /* the new session holds only the count */
+    assert_int_equal(noodle_test_query_int(c, "SELECT 3"), 3); /* prepared again */
+    assert_cache(c, 0, 2, 2);
+    noodle_conn_close(c);
+}
+
+static int cache_back_on(void **state) {
+    (void)state;
+    noodle__pg_set_stmt_cache(true);
+    return 0;
+}
+
+static void with_the_cache_off_statements_run_unnamed(void **state) {
+    (void)state;
+    noodle_conn *before = open_default();
+    noodle__pg_set_stmt_cache(false); /* read at connect: before keeps its cache */
+    noodle_conn *c = open_default();
+    noodle__pg_set_stmt_cache(true);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(noodle_test_query_int(c, "SELECT 5"), 5);
+    assert_int_equal(server_statements(c), 0);
+    assert_cache(c, 0, 0, 0);
+    assert_int_equal(noodle_test_query_int(before, "SELECT 5"), 5);
+    assert_cache(before, 0, 1, 1);
+    noodle_conn_close(c);
+    noodle_conn_close(before);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(query_on_frozen_server_returns_4004_by_deadline, thaw_server),
@@ -1383,6 +1671,19 @@ int main(void) {
         cmocka_unit_test(copy_both_response_fails_4003_and_closes_the_connection),
         cmocka_unit_test(server_closing_mid_query_fails_4003_and_closes_the_connection),
         cmocka_unit_test(connection_left_mid_command_fails_4003_and_is_broken),
+        cmocka_unit_test(repeated_execution_prepares_once_then_hits_the_cache),
+        cmocka_unit_test(the_cache_keeps_64_statements_and_evicts_the_least_recently_used),
+        cmocka_unit_test(evicted_statements_are_deallocated_on_the_server_in_batches),
+        cmocka_unit_test(inside_a_long_transaction_the_server_holds_at_most_twice_the_cache),
+        cmocka_unit_test(a_column_type_change_re_prepares_the_statement_and_returns_the_new_type),
+        cmocka_unit_test(a_column_type_change_inside_a_transaction_fails_and_rollback_recovers),
+        cmocka_unit_test(parameter_types_are_part_of_the_key),
+        cmocka_unit_test(a_failed_prepare_is_not_cached_and_fails_5001),
+        cmocka_unit_test(an_aborted_transaction_fails_5011_and_the_cache_works_after_rollback),
+        cmocka_unit_test(a_statement_deallocated_behind_the_cache_is_prepared_again),
+        cmocka_unit_test(discard_all_empties_the_cache),
+        cmocka_unit_test(a_reopened_connection_starts_with_an_empty_cache),
+        cmocka_unit_test_teardown(with_the_cache_off_statements_run_unnamed, cache_back_on),
         cmocka_unit_test_setup_teardown(host_name_is_resolved_by_noodle_and_kept_for_libpq,
                                         use_test_resolver, restore_resolver),
         cmocka_unit_test_setup_teardown(slow_resolver_cannot_hold_connect_past_its_deadline,

@@ -310,6 +310,333 @@ static void duplicate_keys_fail_with_5002_keeping_the_backend_detail(void **stat
     assert_int_equal(count_kv(f->b), 1);
 }
 
+/* ---- the statements of the database manager (include/noodle/db.h) ------------------------
+ * Quoted identifiers, every WHERE operator, upserts: the shapes noodle_db_* generates. LIKE
+ * patterns and ORDER BY columns are chosen where the backends agree (SQLite's LIKE ignores
+ * ASCII case and sorts NULLs first; see docs/mock-backend.md). */
+
+/* The int64 first column of every row, as "1,2,3" ("" for no rows). */
+static void assert_ids(noodle_conn *c, const char *sql, const noodle_value *p, size_t n,
+                       const char *want) {
+    noodle_rows *r = run(c, sql, p, n);
+    char got[256] = "";
+    for (size_t i = 0; i < noodle_rows_count(r); i++) {
+        const noodle_value *v = noodle_rows_get(r, i, 0);
+        size_t used = strlen(got);
+        if (v->type != NOODLE_TYPE_INT64) fail_msg("%s: row %zu is not an int64", sql, i);
+        snprintf(got + used, sizeof got - used, "%s%lld", i ? "," : "", (long long)v->v.i);
+    }
+    noodle_rows_free(r);
+    if (strcmp(got, want) != 0) fail_msg("%s: got [%s], expected [%s]", sql, got, want);
+}
+
+static int64_t affected_by(noodle_conn *c, const char *sql, const noodle_value *p, size_t n) {
+    noodle_rows *r = run(c, sql, p, n);
+    int64_t a = noodle_rows_affected(r);
+    noodle_rows_free(r);
+    return a;
+}
+
+static void make_items(noodle_conn *c) {
+    run_free(c, "DROP TABLE IF EXISTS \"conf_items\"", NULL, 0);
+    run_free(c,
+             "CREATE TABLE \"conf_items\" (\"id\" BIGINT PRIMARY KEY, \"name\" TEXT, "
+             "\"qty\" BIGINT, \"note\" TEXT)",
+             NULL, 0);
+    static const struct {
+        int64_t id;
+        const char *name;
+        int64_t qty; /* -1: NULL */
+        const char *note;
+    } rows[] = {{1, "apple", 5, "red"},
+                {2, "banana", 12, NULL},
+                {3, "cherry", -1, "red"},
+                {4, "date", 7, "brown"},
+                {5, "elder", 5, NULL}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        noodle_value p[4] = {noodle_int64(rows[i].id), noodle_text(rows[i].name),
+                             rows[i].qty < 0 ? noodle_null() : noodle_int64(rows[i].qty),
+                             rows[i].note ? noodle_text(rows[i].note) : noodle_null()};
+        noodle_rows *r = run(c,
+                             "INSERT INTO \"conf_items\" (\"id\", \"name\", \"qty\", \"note\") "
+                             "VALUES (?, ?, ?, ?)",
+                             p, 4);
+        assert_int_equal(noodle_rows_affected(r), 1);
+        noodle_rows_free(r);
+    }
+}
+
+static void quoted_identifiers_name_tables_and_columns_exactly(void **state) {
+    fixture *f = *state;
+    run_free(f->a, "DROP TABLE IF EXISTS \"conf_Quoted\"", NULL, 0);
+    run_free(f->a,
+             "CREATE TABLE \"conf_Quoted\" (\"Id\" BIGINT PRIMARY KEY, \"order\" TEXT, "
+             "\"select\" BIGINT)",
+             NULL, 0);
+    noodle_value p[3] = {noodle_int64(1), noodle_text("first"), noodle_int64(2)};
+    run_free(f->a, "INSERT INTO \"conf_Quoted\" (\"Id\", \"order\", \"select\") VALUES (?, ?, ?)",
+             p, 3);
+    noodle_rows *r = run(f->b,
+                         "SELECT \"Id\", \"order\", \"select\" FROM \"conf_Quoted\" "
+                         "WHERE \"order\" = ?",
+                         p + 1, 1);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_string_equal(noodle_rows_column_name(r, 0), "Id");
+    assert_string_equal(noodle_rows_column_name(r, 1), "order");
+    assert_string_equal(noodle_rows_column_name(r, 2), "select");
+    assert_int_equal(noodle_rows_get(r, 0, 0)->v.i, 1);
+    assert_int_equal(noodle_rows_get(r, 0, 2)->v.i, 2);
+    noodle_rows_free(r);
+    run_free(f->a, "DROP TABLE \"conf_Quoted\"", NULL, 0);
+}
+
+static void a_table_qualified_by_its_default_schema_is_the_plain_table(void **state) {
+    fixture *f = *state;
+    /* SQLite's default schema is main, PostgreSQL's public; the mock takes both */
+    const char *schema = strcmp(ops->name, "postgres") == 0 ? "public" : "main";
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO \"%s\".\"conf_kv\" (\"id\", \"v\") VALUES (?, ?)",
+             schema);
+    noodle_value p[2] = {noodle_int64(1), noodle_text("one")};
+    assert_int_equal(affected_by(f->a, sql, p, 2), 1);
+    snprintf(sql, sizeof sql, "SELECT \"id\" FROM \"%s\".\"conf_kv\" WHERE \"v\" = ?", schema);
+    assert_ids(f->b, sql, p + 1, 1, "1");
+    snprintf(sql, sizeof sql, "DELETE FROM \"%s\".\"conf_kv\" WHERE \"id\" = ?", schema);
+    assert_int_equal(affected_by(f->a, sql, p, 1), 1);
+    /* another schema is an unknown table */
+    run_fails(f->a, "SELECT * FROM \"conf_no_such_schema\".\"conf_kv\"", NULL, 0,
+              NOODLE_E_QUERY_SYNTAX);
+    assert_int_equal(count_kv(f->b), 0);
+}
+
+static void where_operators_order_and_limit_select_the_same_rows(void **state) {
+    fixture *f = *state;
+    make_items(f->a);
+    noodle_conn *c = f->b;
+    noodle_value five = noodle_int64(5), seven = noodle_int64(7), null = noodle_null();
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" = ? ORDER BY \"id\"", &five, 1,
+               "1,5");
+    /* a comparison with a NULL cell is not true: id 3 (qty NULL) never matches */
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" <> ? ORDER BY \"id\"", &five, 1,
+               "2,4");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" < ? ORDER BY \"id\"", &seven, 1,
+               "1,5");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" <= ? ORDER BY \"id\"", &seven, 1,
+               "1,4,5");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" > ? ORDER BY \"id\"", &seven, 1,
+               "2");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" >= ? ORDER BY \"id\"", &seven, 1,
+               "2,4");
+    /* a comparison with NULL is never true: = NULL matches nothing */
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" = ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" <> ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"name\" LIKE ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"note\" IS NULL ORDER BY \"id\"", NULL,
+               0, "2,5");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"note\" IS NOT NULL ORDER BY \"id\"",
+               NULL, 0, "1,3,4");
+    /* numbers compare numerically */
+    noodle_value half = noodle_double(5.5);
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" < ? ORDER BY \"id\"", &half, 1,
+               "1,5");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" = ?", &half, 1, "");
+    /* LIKE: % and _ */
+    noodle_value pat = noodle_text("%an%");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"name\" LIKE ?", &pat, 1, "2");
+    pat = noodle_text("_a%");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"name\" LIKE ? ORDER BY \"id\"", &pat,
+               1, "2,4");
+    pat = noodle_text("d__e");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"name\" LIKE ?", &pat, 1, "4");
+    pat = noodle_text("%e%");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"name\" NOT LIKE ? ORDER BY \"id\"",
+               &pat, 1, "2");
+    /* every term must hold */
+    noodle_value p[3] = {noodle_int64(5), noodle_text("%e%"), noodle_int64(10)};
+    assert_ids(c,
+               "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" >= ? AND \"note\" IS NOT NULL "
+               "AND \"name\" LIKE ? AND \"qty\" < ? ORDER BY \"id\"",
+               p, 3, "1,4");
+    /* order, descending, a bound limit */
+    noodle_value lim = noodle_int64(2);
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" ORDER BY \"name\" DESC LIMIT ?", &lim, 1,
+               "5,4");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" > 5 ORDER BY \"qty\"", NULL, 0,
+               "4,2");
+    assert_ids(c, "SELECT \"id\" FROM \"conf_items\" WHERE \"qty\" > 5 ORDER BY \"qty\" DESC", NULL,
+               0, "2,4");
+    /* SELECT * by key */
+    noodle_value key = noodle_int64(4);
+    noodle_rows *r = run(c, "SELECT * FROM \"conf_items\" WHERE \"id\" = ?", &key, 1);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_int_equal(noodle_rows_columns(r), 4);
+    assert_string_equal(noodle_rows_column_name(r, 2), "qty");
+    assert_int_equal(noodle_rows_get(r, 0, 2)->v.i, 7);
+    noodle_rows_free(r);
+    run_free(f->a, "DROP TABLE \"conf_items\"", NULL, 0);
+}
+
+static void update_and_delete_count_the_rows_their_conditions_match(void **state) {
+    fixture *f = *state;
+    make_items(f->a);
+    noodle_value p[4] = {noodle_text("checked"), noodle_int64(1), noodle_int64(5),
+                         noodle_text("%e%")};
+    assert_int_equal(affected_by(f->a,
+                                 "UPDATE \"conf_items\" SET \"note\" = ?, \"qty\" = \"qty\" + ? "
+                                 "WHERE \"qty\" >= ? AND \"name\" LIKE ?",
+                                 p, 4),
+                     3); /* apple, date, elder */
+    assert_ids(f->b,
+               "SELECT \"qty\" FROM \"conf_items\" WHERE \"note\" = 'checked' ORDER BY \"id\"",
+               NULL, 0, "6,8,6");
+    /* a row matched but left as it was still counts */
+    assert_int_equal(affected_by(f->a,
+                                 "UPDATE \"conf_items\" SET \"note\" = 'checked' WHERE "
+                                 "\"id\" = 1",
+                                 NULL, 0),
+                     1);
+    assert_int_equal(
+        affected_by(f->a, "UPDATE \"conf_items\" SET \"qty\" = 0 WHERE \"qty\" IS NULL", NULL, 0),
+        1);
+    assert_int_equal(affected_by(f->a, "UPDATE \"conf_items\" SET \"qty\" = 0 WHERE \"qty\" = ?",
+                                 (noodle_value[]){noodle_null()}, 1),
+                     0);
+    noodle_value all[2] = {noodle_text("x"), noodle_int64(2)};
+    assert_int_equal(
+        affected_by(f->a, "UPDATE \"conf_items\" SET \"note\" = ?, \"qty\" = ?", all, 2), 5);
+    assert_int_equal(affected_by(f->a,
+                                 "DELETE FROM \"conf_items\" WHERE \"name\" LIKE 'b%' AND "
+                                 "\"qty\" < 100",
+                                 NULL, 0),
+                     1);
+    assert_int_equal(affected_by(f->a, "DELETE FROM \"conf_items\" WHERE \"qty\" > 1000", NULL, 0),
+                     0);
+    assert_int_equal(affected_by(f->a, "DELETE FROM \"conf_items\"", NULL, 0), 4);
+    assert_ids(f->b, "SELECT \"id\" FROM \"conf_items\"", NULL, 0, "");
+    run_free(f->a, "DROP TABLE \"conf_items\"", NULL, 0);
+}
+
+static void upsert_updates_or_skips_the_conflicting_row_and_counts_what_it_changed(void **state) {
+    fixture *f = *state;
+    run_free(f->a, "DROP TABLE IF EXISTS \"conf_acct\"", NULL, 0);
+    run_free(f->a,
+             "CREATE TABLE \"conf_acct\" (\"k\" BIGINT PRIMARY KEY, \"code\" TEXT UNIQUE, "
+             "\"a\" TEXT, \"n\" BIGINT)",
+             NULL, 0);
+    static const char update_sql[] =
+        "INSERT INTO \"conf_acct\" (\"k\", \"a\", \"n\") VALUES (?, ?, ?) ON CONFLICT (\"k\") DO "
+        "UPDATE SET \"a\" = excluded.\"a\", \"n\" = \"conf_acct\".\"n\" + excluded.\"n\"";
+    noodle_value p[3] = {noodle_int64(1), noodle_text("one"), noodle_int64(10)};
+    assert_int_equal(affected_by(f->a, update_sql, p, 3), 1); /* inserted */
+    p[1] = noodle_text("uno");
+    p[2] = noodle_int64(5);
+    assert_int_equal(affected_by(f->a, update_sql, p, 3), 1); /* updated */
+    noodle_rows *r = run(f->b, "SELECT \"a\", \"n\" FROM \"conf_acct\" WHERE \"k\" = 1", NULL, 0);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_int_equal(noodle_rows_get(r, 0, 0)->v.bytes.len, 3);
+    assert_memory_equal(noodle_rows_get(r, 0, 0)->v.bytes.ptr, "uno", 3);
+    assert_int_equal(noodle_rows_get(r, 0, 1)->v.i, 15);
+    noodle_rows_free(r);
+    /* one statement, one row updated and one inserted */
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_acct\" (\"k\", \"a\", \"n\") VALUES "
+                                 "(1, 'x', 1), (2, 'two', 1) ON CONFLICT (\"k\") DO UPDATE SET "
+                                 "\"a\" = excluded.\"a\"",
+                                 NULL, 0),
+                     2);
+    assert_ids(f->b, "SELECT \"n\" FROM \"conf_acct\" WHERE \"a\" = 'x'", NULL, 0, "15");
+    /* DO NOTHING: a conflicting row is skipped and not counted */
+    static const char nothing_sql[] = "INSERT INTO \"conf_acct\" (\"k\", \"code\") VALUES (?, ?) "
+                                      "ON CONFLICT (\"k\") DO NOTHING";
+    noodle_value q[2] = {noodle_int64(1), noodle_text("c1")};
+    assert_int_equal(affected_by(f->a, nothing_sql, q, 2), 0);
+    q[0] = noodle_int64(3);
+    assert_int_equal(affected_by(f->a, nothing_sql, q, 2), 1);
+    /* a conflict on a constraint other than the target is still a duplicate */
+    q[0] = noodle_int64(4);
+    run_fails(f->a, nothing_sql, q, 2, NOODLE_E_QUERY_CONSTRAINT);
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_acct\" (\"k\", \"code\") VALUES (?, ?) "
+                                 "ON CONFLICT (\"code\") DO NOTHING",
+                                 q, 2),
+                     0);
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_acct\" (\"k\", \"code\") VALUES (?, ?) "
+                                 "ON CONFLICT DO NOTHING",
+                                 q, 2),
+                     0);
+    assert_ids(f->b, "SELECT \"k\" FROM \"conf_acct\" ORDER BY \"k\"", NULL, 0, "1,2,3");
+    run_free(f->a, "DROP TABLE \"conf_acct\"", NULL, 0);
+}
+
+static void an_upsert_on_two_key_columns_names_them_in_any_order(void **state) {
+    fixture *f = *state;
+    run_free(f->a, "DROP TABLE IF EXISTS \"conf_pairs\"", NULL, 0);
+    run_free(f->a,
+             "CREATE TABLE \"conf_pairs\" (\"a\" BIGINT NOT NULL, \"b\" BIGINT NOT NULL, "
+             "\"v\" TEXT, PRIMARY KEY (\"a\", \"b\"))",
+             NULL, 0);
+    run_free(f->a,
+             "INSERT INTO \"conf_pairs\" (\"a\", \"b\", \"v\") VALUES (1, 1, 'x'), (1, 2, 'y')",
+             NULL, 0);
+    run_fails(f->a, "INSERT INTO \"conf_pairs\" (\"a\", \"b\") VALUES (1, 1)", NULL, 0,
+              NOODLE_E_QUERY_CONSTRAINT);
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_pairs\" (\"a\", \"b\", \"v\") VALUES "
+                                 "(1, 2, 'z') ON CONFLICT (\"b\", \"a\") DO UPDATE SET "
+                                 "\"v\" = excluded.\"v\"",
+                                 NULL, 0),
+                     1);
+    assert_ids(f->b, "SELECT \"b\" FROM \"conf_pairs\" WHERE \"v\" = 'z'", NULL, 0, "2");
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_pairs\" (\"a\", \"b\") VALUES (1, 1) "
+                                 "ON CONFLICT (\"a\", \"b\") DO NOTHING",
+                                 NULL, 0),
+                     0);
+    /* UNIQUE over two columns: NULLs never collide */
+    run_free(f->a, "DROP TABLE IF EXISTS \"conf_u2\"", NULL, 0);
+    run_free(f->a,
+             "CREATE TABLE \"conf_u2\" (\"id\" BIGINT PRIMARY KEY, \"x\" BIGINT, \"y\" BIGINT, "
+             "UNIQUE (\"x\", \"y\"))",
+             NULL, 0);
+    run_free(f->a,
+             "INSERT INTO \"conf_u2\" VALUES (1, 1, 1), (2, 1, 2), (3, 1, NULL), (4, 1, NULL)",
+             NULL, 0);
+    run_fails(f->a, "INSERT INTO \"conf_u2\" VALUES (5, 1, 2)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    run_fails(f->a, "UPDATE \"conf_u2\" SET \"y\" = 1 WHERE \"id\" = 2", NULL, 0,
+              NOODLE_E_QUERY_CONSTRAINT);
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_u2\" VALUES (5, 1, 2) ON CONFLICT "
+                                 "(\"y\", \"x\") DO UPDATE SET \"id\" = 20",
+                                 NULL, 0),
+                     1);
+    assert_ids(f->b, "SELECT \"id\" FROM \"conf_u2\" ORDER BY \"id\"", NULL, 0, "1,3,4,20");
+    run_free(f->a, "DROP TABLE \"conf_pairs\"", NULL, 0);
+    run_free(f->a, "DROP TABLE \"conf_u2\"", NULL, 0);
+}
+
+static void a_table_without_a_primary_key_accepts_duplicate_rows(void **state) {
+    fixture *f = *state;
+    run_free(f->a, "DROP TABLE IF EXISTS \"conf_log\"", NULL, 0);
+    run_free(f->a, "CREATE TABLE \"conf_log\" (\"n\" BIGINT, \"msg\" TEXT)", NULL, 0);
+    assert_int_equal(affected_by(f->a,
+                                 "INSERT INTO \"conf_log\" VALUES (1, 'x'), (1, 'x'), "
+                                 "(NULL, 'y')",
+                                 NULL, 0),
+                     3);
+    assert_int_equal(
+        affected_by(f->a, "INSERT INTO \"conf_log\" (\"n\", \"msg\") VALUES (1, 'x')", NULL, 0), 1);
+    noodle_rows *r = run(f->b, "SELECT * FROM \"conf_log\"", NULL, 0);
+    assert_int_equal(noodle_rows_columns(r), 2);
+    assert_int_equal(noodle_rows_count(r), 4);
+    noodle_rows_free(r);
+    assert_int_equal(
+        affected_by(f->a, "UPDATE \"conf_log\" SET \"msg\" = 'z' WHERE \"n\" = 1", NULL, 0), 3);
+    assert_int_equal(affected_by(f->a, "DELETE FROM \"conf_log\" WHERE \"msg\" = 'z'", NULL, 0), 3);
+    assert_ids(f->b, "SELECT count(*) FROM \"conf_log\" WHERE \"n\" IS NULL", NULL, 0, "1");
+    run_free(f->a, "DROP TABLE \"conf_log\"", NULL, 0);
+}
+
 /* ---- transactions ---------------------------------------------------------------------- */
 
 static void committed_writes_are_visible_to_another_connection(void **state) {
@@ -592,6 +919,13 @@ int main(int argc, char **argv) {
         T(placeholder_count_mismatch_fails_with_5006_and_writes_nothing),
         T(syntax_errors_fail_with_5001_keeping_the_backend_detail),
         T(duplicate_keys_fail_with_5002_keeping_the_backend_detail),
+        T(quoted_identifiers_name_tables_and_columns_exactly),
+        T(a_table_qualified_by_its_default_schema_is_the_plain_table),
+        T(where_operators_order_and_limit_select_the_same_rows),
+        T(update_and_delete_count_the_rows_their_conditions_match),
+        T(upsert_updates_or_skips_the_conflicting_row_and_counts_what_it_changed),
+        T(an_upsert_on_two_key_columns_names_them_in_any_order),
+        T(a_table_without_a_primary_key_accepts_duplicate_rows),
         T(committed_writes_are_visible_to_another_connection),
         T(uncommitted_writes_are_invisible_to_another_connection),
         T(the_connection_knows_when_it_is_inside_a_transaction),

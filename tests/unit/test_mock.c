@@ -283,10 +283,11 @@ static void omitted_columns_are_null_but_a_null_key_fails_with_23502(void **stat
     err = run_fails(c, "INSERT INTO nn (id) VALUES (2)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
     assert_string_equal(err.detail, "SQLSTATE 23502");
     err = run_fails(c, "UPDATE nn SET must = NULL", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
-    /* a table without a PRIMARY KEY is keyed by its first column */
-    run_free(c, "CREATE TABLE nokey (a INT, b INT)", NULL, 0);
-    run_free(c, "INSERT INTO nokey VALUES (1, 1), (2, 1)", NULL, 0);
-    run_fails(c, "INSERT INTO nokey VALUES (1, 5)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    /* without a PRIMARY KEY the first column is an ordinary one: NULL is fine */
+    run_free(c, "CREATE TABLE nokey (a INT, b INT NOT NULL)", NULL, 0);
+    run_free(c, "INSERT INTO nokey (b) VALUES (1)", NULL, 0);
+    err = run_fails(c, "INSERT INTO nokey (a) VALUES (1)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23502");
     noodle_conn_close(c);
 }
 
@@ -368,7 +369,19 @@ static void well_formed_sql_outside_the_subset_fails_with_5015(void **state) {
         "SELECT n, count(*) FROM kv GROUP BY n",
         "SELECT * FROM kv WHERE id IN (SELECT id FROM kv)",
         "SELECT * FROM kv WHERE id = 1 OR id = 2",
-        "SELECT * FROM kv WHERE id > 1",
+        "SELECT * FROM kv WHERE id BETWEEN 1 AND 2",
+        "SELECT * FROM kv WHERE (id = 1)",
+        "SELECT * FROM kv WHERE n = id",
+        "SELECT * FROM kv WHERE v ILIKE 'a%'",
+        "SELECT * FROM kv WHERE v LIKE 'a!%' ESCAPE '!'",
+        "SELECT * FROM kv WHERE n IS TRUE",
+        "SELECT kv.id FROM kv",
+        "SELECT * FROM db.public.kv",
+        "UPDATE kv SET n = excluded.n",
+        "INSERT INTO kv (id) VALUES (1) ON CONFLICT ON CONSTRAINT kv_pkey DO NOTHING",
+        "INSERT INTO kv (id) VALUES (1) ON CONFLICT (id) WHERE n > 0 DO NOTHING",
+        "INSERT INTO kv (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET n = 1 WHERE n > 0",
+        "CREATE TABLE ck (id INT PRIMARY KEY, n INT CHECK (n > 0))",
         "SELECT avg(n) FROM kv",
         "SELECT * FROM kv, kv",
         "ALTER TABLE kv ADD COLUMN x INT",
@@ -407,6 +420,503 @@ static void placeholder_count_mismatch_fails_with_5006_before_executing(void **s
     noodle_rows_free(r);
     assert_int_equal(count_kv(c), 0);
     noodle_conn_close(c);
+}
+
+/* ---- the statements of the database manager (include/noodle/db.h) --------------------------- */
+
+/* The int64 first column of every row, as "1,2,3" ("" for no rows). */
+static void assert_ids(noodle_conn *c, const char *sql, const noodle_value *p, size_t n,
+                       const char *want) {
+    noodle_rows *r = run(c, sql, p, n);
+    char got[256] = "";
+    for (size_t i = 0; i < noodle_rows_count(r); i++) {
+        const noodle_value *v = noodle_rows_get(r, i, 0);
+        size_t used = strlen(got);
+        if (v->type == NOODLE_TYPE_NULL)
+            snprintf(got + used, sizeof got - used, "%sNULL", i ? "," : "");
+        else
+            snprintf(got + used, sizeof got - used, "%s%lld", i ? "," : "", (long long)v->v.i);
+    }
+    noodle_rows_free(r);
+    if (strcmp(got, want) != 0) fail_msg("%s: got [%s], expected [%s]", sql, got, want);
+}
+
+/* SELECT "col" FROM "table" WHERE "key" = id: an int64. */
+static int64_t int_where(noodle_conn *c, const char *table, const char *col, const char *key,
+                         int64_t id) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT \"%s\" FROM \"%s\" WHERE \"%s\" = ?", col, table, key);
+    noodle_value p = noodle_int64(id);
+    return scalar(c, sql, &p, 1);
+}
+
+static int64_t affected_by(noodle_conn *c, const char *sql, const noodle_value *p, size_t n) {
+    noodle_rows *r = run(c, sql, p, n);
+    int64_t a = noodle_rows_affected(r);
+    noodle_rows_free(r);
+    return a;
+}
+
+static void quoted_identifiers_keep_their_case_and_may_be_reserved_words(void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://quoted");
+    run_free(c,
+             "CREATE TABLE \"Mixed Case\" (\"Id\" BIGINT PRIMARY KEY, \"order\" TEXT, "
+             "\"say \"\"hi\"\"\" INTEGER)",
+             NULL, 0);
+    noodle_value p[3] = {noodle_int64(1), noodle_text("first"), noodle_int64(2)};
+    run_free(c,
+             "INSERT INTO \"Mixed Case\" (\"Id\", \"order\", \"say \"\"hi\"\"\") VALUES (?, ?, ?)",
+             p, 3);
+    noodle_rows *r = run(c,
+                         "SELECT \"Id\", \"order\", \"say \"\"hi\"\"\" FROM \"Mixed Case\" "
+                         "WHERE \"order\" = 'first' ORDER BY \"Id\"",
+                         NULL, 0);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_string_equal(noodle_rows_column_name(r, 0), "Id");
+    assert_string_equal(noodle_rows_column_name(r, 1), "order");
+    assert_string_equal(noodle_rows_column_name(r, 2), "say \"hi\"");
+    assert_int_equal(noodle_rows_get(r, 0, 2)->v.i, 2);
+    noodle_rows_free(r);
+    /* a quoted name is exact; an unquoted one folds to lower case */
+    noodle_error err =
+        run_fails(c, "SELECT id FROM \"Mixed Case\"", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42703");
+    err = run_fails(c, "SELECT * FROM \"mixed case\"", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P01");
+    run_free(c, "CREATE TABLE Plain (X INT PRIMARY KEY)", NULL, 0);
+    run_free(c, "INSERT INTO \"plain\" (\"x\") VALUES (7)", NULL, 0);
+    assert_int_equal(scalar(c, "SELECT \"x\" FROM plain", NULL, 0), 7);
+    run_fails(c, "SELECT \"X\" FROM plain", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_int_equal(noodle_mock_node_rows("quoted", "Mixed Case"), 1);
+    assert_int_equal(noodle_mock_node_rows("quoted", "PLAIN"), 1);
+    /* malformed quoted names are syntax errors */
+    err = run_fails(c, "SELECT \"\" FROM plain", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42601");
+    run_fails(c, "SELECT \"x FROM plain", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    err = run_fails(c,
+                    "SELECT \"a123456789012345678901234567890123456789012345678901234567890123\" "
+                    "FROM plain",
+                    NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42622");
+    noodle_conn_close(c);
+}
+
+static void a_table_qualified_by_main_or_public_is_the_plain_table_and_other_schemas_fail_with_5001(
+    void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://schema");
+    run_free(c, "CREATE TABLE \"public\".\"t\" (\"k\" BIGINT PRIMARY KEY, \"v\" TEXT)", NULL, 0);
+    run_free(c, "INSERT INTO main.t (k, v) VALUES (1, 'a')", NULL, 0);
+    run_free(c, "INSERT INTO \"t\" (\"k\", \"v\") VALUES (2, 'b')", NULL, 0);
+    assert_ids(c, "SELECT \"k\" FROM \"public\".\"t\" WHERE \"k\" >= 1 ORDER BY \"k\"", NULL, 0,
+               "1,2");
+    assert_int_equal(
+        affected_by(c, "UPDATE \"main\".\"t\" SET \"v\" = 'x' WHERE \"k\" = 2", NULL, 0), 1);
+    assert_int_equal(affected_by(c, "DELETE FROM public.t WHERE k = 1", NULL, 0), 1);
+    static const char *const elsewhere[] = {
+        "SELECT * FROM \"other\".\"t\"",
+        "INSERT INTO other.t (k) VALUES (3)",
+        "UPDATE \"other\".\"t\" SET \"v\" = 'y'",
+        "DELETE FROM \"Public\".\"t\"", /* quoted names are exact: not public */
+        "DROP TABLE \"other\".\"t\"",
+    };
+    for (size_t i = 0; i < sizeof elsewhere / sizeof *elsewhere; i++) {
+        noodle_error err = run_fails(c, elsewhere[i], NULL, 0, NOODLE_E_QUERY_SYNTAX);
+        assert_string_equal(err.detail, "SQLSTATE 42P01");
+    }
+    noodle_error err = run_fails(c, "CREATE TABLE other.u (k INT)", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 3F000");
+    run_free(c, "DROP TABLE IF EXISTS other.t", NULL, 0); /* nothing to drop */
+    assert_int_equal(noodle_mock_node_rows("schema", "t"), 1);
+    run_free(c, "DROP TABLE main.t", NULL, 0);
+    assert_int_equal(noodle_mock_node_rows("schema", "t"), -1);
+    noodle_conn_close(c);
+}
+
+static void make_items(noodle_conn *c) {
+    run_free(c,
+             "CREATE TABLE \"items\" (\"id\" BIGINT PRIMARY KEY, \"name\" TEXT, \"qty\" INTEGER, "
+             "\"note\" TEXT)",
+             NULL, 0);
+    static const struct {
+        int64_t id;
+        const char *name;
+        int64_t qty; /* -1: NULL */
+        const char *note;
+    } rows[] = {{1, "apple", 5, "red"},
+                {2, "banana", 12, NULL},
+                {3, "cherry", -1, "red"},
+                {4, "date", 7, "brown"},
+                {5, "Apple", 5, NULL}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        noodle_value p[4] = {noodle_int64(rows[i].id), noodle_text(rows[i].name),
+                             rows[i].qty < 0 ? noodle_null() : noodle_int64(rows[i].qty),
+                             rows[i].note ? noodle_text(rows[i].note) : noodle_null()};
+        run_free(c,
+                 "INSERT INTO \"items\" (\"id\", \"name\", \"qty\", \"note\") VALUES (?, ?, ?, ?)",
+                 p, 4);
+    }
+}
+
+static void where_comparisons_like_and_is_null_follow_three_valued_logic(void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://where");
+    make_items(c);
+    noodle_value five = noodle_int64(5), seven = noodle_int64(7), null = noodle_null();
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" = ?", &five, 1, "1,5");
+    /* a comparison with a NULL cell is not true: id 3 (qty NULL) never matches */
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" <> ?", &five, 1, "2,4");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" != ?", &five, 1, "2,4");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" < ?", &seven, 1, "1,5");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" <= ?", &seven, 1, "1,4,5");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" > ?", &seven, 1, "2");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" >= ?", &seven, 1, "2,4");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"id\" > 3", NULL, 0, "4,5");
+    /* a comparison with NULL is never true, whatever the operator */
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" = ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" <> ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"name\" LIKE ?", &null, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"note\" IS NULL", NULL, 0, "2,5");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"note\" IS NOT NULL", NULL, 0, "1,3,4");
+    /* numbers compare numerically: an integer column against 5.5 */
+    noodle_value half = noodle_double(5.5);
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" < ?", &half, 1, "1,5");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" = ?", &half, 1, "");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" <> ?", &half, 1, "1,2,4,5");
+    /* LIKE is case-sensitive */
+    noodle_value pat = noodle_text("a%");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"name\" LIKE ?", &pat, 1, "1");
+    pat = noodle_text("%a%");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"name\" NOT LIKE ?", &pat, 1, "3,5");
+    /* every term must hold */
+    noodle_value p[2] = {noodle_int64(5), noodle_text("%e%")};
+    assert_ids(c,
+               "SELECT \"id\" FROM \"items\" WHERE \"qty\" >= ? AND \"note\" IS NOT NULL AND "
+               "\"name\" LIKE ?",
+               p, 2, "1,4");
+    /* order (NULLs last ascending, first descending; text bytewise) and a bound limit */
+    noodle_value lim = noodle_int64(2);
+    assert_ids(c, "SELECT \"id\" FROM \"items\" ORDER BY \"name\" DESC LIMIT ?", &lim, 1, "4,3");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" ORDER BY \"name\"", NULL, 0, "5,1,2,3,4");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" ORDER BY \"qty\"", NULL, 0, "1,5,4,2,3");
+    assert_ids(c, "SELECT \"id\" FROM \"items\" ORDER BY \"qty\" DESC", NULL, 0, "3,2,4,1,5");
+    /* SELECT * by key */
+    noodle_value key = noodle_int64(4);
+    noodle_rows *r = run(c, "SELECT * FROM \"items\" WHERE \"id\" = ?", &key, 1);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_int_equal(noodle_rows_columns(r), 4);
+    assert_text(noodle_rows_get(r, 0, 1), "date");
+    assert_text(noodle_rows_get(r, 0, 3), "brown");
+    noodle_rows_free(r);
+    /* LIKE wants text; a pattern cannot end with the escape character */
+    noodle_error err = run_fails(c, "SELECT \"id\" FROM \"items\" WHERE \"qty\" LIKE '5%'", NULL, 0,
+                                 NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42883");
+    pat = noodle_text("ab\\");
+    err = run_fails(c, "SELECT \"id\" FROM \"items\" WHERE \"name\" LIKE ?", &pat, 1,
+                    NOODLE_E_QUERY_DATA);
+    assert_string_equal(err.detail, "SQLSTATE 22025");
+    run_fails(c, "SELECT \"id\" FROM \"items\" WHERE \"nope\" IS NULL", NULL, 0,
+              NOODLE_E_QUERY_SYNTAX);
+    noodle_conn_close(c);
+}
+
+static void like_matches_percent_underscore_and_backslash_escapes_case_sensitively(void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://like");
+    run_free(c, "CREATE TABLE lk (id INT PRIMARY KEY, s TEXT)", NULL, 0);
+    static const struct {
+        const char *s, *pattern;
+        int64_t match;
+    } cases[] = {
+        {"apple", "a%", 1},
+        {"Apple", "a%", 0},
+        {"apple", "%PP%", 0},
+        {"apple", "apple", 1},
+        {"apple", "appl", 0},
+        {"appl", "apple", 0},
+        {"caf\xc3\xa9", "caf_", 1}, /* _ is one UTF-8 character, not one byte */
+        {"caf\xc3\xa9", "caf__", 0},
+        {"caf\xc3\xa9", "%\xc3\xa9", 1},
+        {"100%", "100\\%", 1},
+        {"1000", "100\\%", 0},
+        {"a_b", "a\\_b", 1},
+        {"axb", "a\\_b", 0},
+        {"a\\b", "a\\\\b", 1},
+        {"", "%", 1},
+        {"", "_", 0},
+        {"", "", 1},
+        {"abcabd", "%ab_", 1},
+        {"aXbXc", "a%b%c", 1},
+        {"abc", "a%b", 0},
+        {"mississippi", "m%iss%ppi", 1},
+        {"mississippi", "%s_s%", 1},
+        {"mississippi", "%x%", 0},
+        {"ab", "%%b", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        noodle_value row[2] = {noodle_int64(1), noodle_text(cases[i].s)};
+        run_free(c, "DELETE FROM lk", NULL, 0);
+        run_free(c, "INSERT INTO lk (id, s) VALUES (?, ?)", row, 2);
+        noodle_value pat = noodle_text(cases[i].pattern);
+        int64_t got = scalar(c, "SELECT count(*) FROM lk WHERE s LIKE ?", &pat, 1);
+        if (got != cases[i].match)
+            fail_msg("'%s' LIKE '%s': got %lld", cases[i].s, cases[i].pattern, (long long)got);
+        assert_int_equal(scalar(c, "SELECT count(*) FROM lk WHERE s NOT LIKE ?", &pat, 1),
+                         1 - cases[i].match);
+    }
+    noodle_conn_close(c);
+}
+
+static void update_and_delete_with_conditions_count_the_rows_they_match(void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://crud");
+    make_items(c);
+    noodle_value p[4] = {noodle_text("checked"), noodle_int64(1), noodle_int64(5),
+                         noodle_text("%e%")};
+    assert_int_equal(affected_by(c,
+                                 "UPDATE \"items\" SET \"note\" = ?, \"qty\" = \"qty\" + ? "
+                                 "WHERE \"qty\" >= ? AND \"name\" LIKE ?",
+                                 p, 4),
+                     3); /* apple, date, Apple */
+    assert_ids(c, "SELECT \"id\" FROM \"items\" WHERE \"note\" = 'checked'", NULL, 0, "1,4,5");
+    assert_int_equal(int_where(c, "items", "qty", "id", 4), 8);
+    /* a row that would not change still counts, as in SQLite and PostgreSQL */
+    assert_int_equal(
+        affected_by(c, "UPDATE \"items\" SET \"note\" = 'checked' WHERE \"id\" = 1", NULL, 0), 1);
+    assert_int_equal(
+        affected_by(c, "UPDATE \"items\" SET \"qty\" = 0 WHERE \"qty\" IS NULL", NULL, 0), 1);
+    assert_int_equal(affected_by(c, "UPDATE \"items\" SET \"name\" = \"name\"", NULL, 0), 5);
+    assert_int_equal(affected_by(c,
+                                 "DELETE FROM \"items\" WHERE \"name\" LIKE 'a%' AND "
+                                 "\"qty\" < 100",
+                                 NULL, 0),
+                     1);
+    assert_int_equal(affected_by(c, "DELETE FROM \"items\" WHERE \"qty\" > 1000", NULL, 0), 0);
+    assert_int_equal(affected_by(c, "DELETE FROM \"items\"", NULL, 0), 4);
+    assert_int_equal(noodle_mock_node_rows("crud", "items"), 0);
+    noodle_conn_close(c);
+}
+
+static const char upsert_sql[] =
+    "INSERT INTO \"acct\" (\"k\", \"a\", \"n\") VALUES (?, ?, ?) ON CONFLICT (\"k\") DO UPDATE SET "
+    "\"a\" = excluded.\"a\", \"n\" = \"acct\".\"n\" + excluded.\"n\"";
+
+static void upsert_do_update_changes_the_conflicting_row_and_counts_one(void **state) {
+    (void)state;
+    noodle_conn *a = open_node("mock://upsert"), *b = open_node("mock://upsert");
+    noodle_error err;
+    run_free(a,
+             "CREATE TABLE \"acct\" (\"k\" BIGINT PRIMARY KEY, \"a\" TEXT, \"n\" INTEGER NOT NULL)",
+             NULL, 0);
+    noodle_value p[3] = {noodle_int64(1), noodle_text("one"), noodle_int64(10)};
+    assert_int_equal(affected_by(a, upsert_sql, p, 3), 1); /* inserted */
+    p[1] = noodle_text("uno");
+    p[2] = noodle_int64(5);
+    assert_int_equal(affected_by(a, upsert_sql, p, 3), 1); /* updated */
+    noodle_rows *r = run(b, "SELECT \"a\", \"n\" FROM \"acct\" WHERE \"k\" = 1", NULL, 0);
+    assert_int_equal(noodle_rows_count(r), 1);
+    assert_text(noodle_rows_get(r, 0, 0), "uno");
+    assert_int_equal(noodle_rows_get(r, 0, 1)->v.i, 15);
+    noodle_rows_free(r);
+    /* one statement proposing the same key twice: an error, as in PostgreSQL */
+    err = run_fails(a,
+                    "INSERT INTO acct (k, a, n) VALUES (3, 'c', 1), (3, 'c2', 2) "
+                    "ON CONFLICT (k) DO UPDATE SET a = excluded.a",
+                    NULL, 0, NOODLE_E_QUERY_FAILED);
+    assert_string_equal(err.detail, "SQLSTATE 21000");
+    assert_int_equal(noodle_mock_node_rows("upsert", "acct"), 1);
+    /* the updated row is checked: NOT NULL, and a key moved onto a taken one */
+    err = run_fails(a,
+                    "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (k) DO UPDATE SET "
+                    "n = NULL",
+                    NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23502");
+    run_free(a, "INSERT INTO acct (k, n) VALUES (2, 0)", NULL, 0);
+    err = run_fails(a,
+                    "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (k) DO UPDATE SET "
+                    "k = excluded.k + 1",
+                    NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23505");
+    assert_int_equal(affected_by(a,
+                                 "INSERT INTO acct (k, n) VALUES (2, 0) ON CONFLICT (k) DO "
+                                 "UPDATE SET k = acct.k + 100",
+                                 NULL, 0),
+                     1);
+    assert_ids(a, "SELECT k FROM acct", NULL, 0, "1,102");
+    /* inside a transaction: it sees its own writes, others see nothing until COMMIT */
+    assert_ok(noodle_conn_begin(a, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    noodle_value q[3] = {noodle_int64(5), noodle_text("first"), noodle_int64(1)};
+    assert_int_equal(affected_by(a, upsert_sql, q, 3), 1);
+    q[1] = noodle_text("second");
+    assert_int_equal(affected_by(a, upsert_sql, q, 3), 1);
+    assert_int_equal(int_where(a, "acct", "n", "k", 5), 2);
+    assert_ids(b, "SELECT k FROM acct", NULL, 0, "1,102");
+    assert_ok(noodle_conn_commit(a, DEADLINE(), &err), &err);
+    assert_int_equal(int_where(b, "acct", "n", "k", 5), 2);
+    /* malformed conflict clauses */
+    err = run_fails(a, "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT DO UPDATE SET n = 1",
+                    NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42601");
+    err = run_fails(a, "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (a) DO NOTHING", NULL, 0,
+                    NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P10");
+    err = run_fails(a, "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (zz) DO NOTHING", NULL, 0,
+                    NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42703");
+    err = run_fails(a,
+                    "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (k) DO UPDATE SET "
+                    "n = other.n",
+                    NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P01");
+    err = run_fails(a,
+                    "INSERT INTO acct (k, n) VALUES (1, 0) ON CONFLICT (k) DO UPDATE SET "
+                    "n = excluded.zz",
+                    NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42703");
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void upsert_do_nothing_skips_a_conflicting_row_and_counts_zero(void **state) {
+    (void)state;
+    noodle_conn *c = open_node("mock://upsert");
+    run_free(c, "CREATE TABLE t (k BIGINT PRIMARY KEY, code TEXT UNIQUE, v TEXT)", NULL, 0);
+    run_free(c, "INSERT INTO t (k, code, v) VALUES (1, 'x', 'old')", NULL, 0);
+    static const char sql[] = "INSERT INTO \"t\" (\"k\", \"code\", \"v\") VALUES (?, ?, ?) ON "
+                              "CONFLICT (\"k\") DO NOTHING";
+    noodle_value p[3] = {noodle_int64(1), noodle_text("y"), noodle_text("new")};
+    assert_int_equal(affected_by(c, sql, p, 3), 0);
+    p[0] = noodle_int64(2);
+    assert_int_equal(affected_by(c, sql, p, 3), 1);
+    assert_ids(c, "SELECT k FROM t WHERE v = 'old'", NULL, 0, "1");
+    /* a conflict on a constraint that is not the target is still an error */
+    p[0] = noodle_int64(3);
+    p[1] = noodle_text("x");
+    noodle_error err = run_fails(c, sql, p, 3, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23505");
+    assert_non_null(strstr(err.message, "t_code_key"));
+    /* without a target, any constraint arbitrates */
+    assert_int_equal(
+        affected_by(c, "INSERT INTO t (k, code) VALUES (3, 'x') ON CONFLICT DO NOTHING", NULL, 0),
+        0);
+    assert_int_equal(affected_by(c,
+                                 "INSERT INTO t (k, code) VALUES (3, 'z') ON CONFLICT (code) "
+                                 "DO NOTHING",
+                                 NULL, 0),
+                     1);
+    /* a row proposed twice by one statement: the second is skipped */
+    assert_int_equal(affected_by(c,
+                                 "INSERT INTO t (k, v) VALUES (4, 'a'), (4, 'b'), (5, 'c') "
+                                 "ON CONFLICT (k) DO NOTHING",
+                                 NULL, 0),
+                     2);
+    assert_ids(c, "SELECT k FROM t WHERE v = 'a'", NULL, 0, "4");
+    assert_int_equal(noodle_mock_node_rows("upsert", "t"), 5);
+    noodle_conn_close(c);
+}
+
+static void unique_and_composite_primary_keys_refuse_duplicates_with_23505(void **state) {
+    (void)state;
+    noodle_conn *a = open_node("mock://uniq"), *b = open_node("mock://uniq");
+    noodle_error err;
+    run_free(a,
+             "CREATE TABLE \"pairs\" (\"a\" INT, \"b\" INT, \"code\" TEXT UNIQUE, "
+             "PRIMARY KEY (\"a\", \"b\"))",
+             NULL, 0);
+    run_free(a, "INSERT INTO pairs (a, b, code) VALUES (1, 1, 'x'), (1, 2, NULL), (2, 1, NULL)",
+             NULL, 0); /* NULLs never collide */
+    err =
+        run_fails(a, "INSERT INTO pairs (a, b) VALUES (1, 1)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23505");
+    assert_non_null(strstr(err.message, "pairs_pkey"));
+    err = run_fails(a, "INSERT INTO pairs (a, b, code) VALUES (3, 3, 'x')", NULL, 0,
+                    NOODLE_E_QUERY_CONSTRAINT);
+    assert_non_null(strstr(err.message, "pairs_code_key"));
+    err = run_fails(a, "INSERT INTO pairs (b) VALUES (1)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23502"); /* primary key columns are NOT NULL */
+    /* updates: onto another row's values fails, keeping one's own value is fine */
+    run_fails(a, "UPDATE pairs SET code = 'x' WHERE a = 2", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    run_fails(a, "UPDATE pairs SET b = 2 WHERE a = 1 AND b = 1", NULL, 0,
+              NOODLE_E_QUERY_CONSTRAINT);
+    assert_int_equal(affected_by(a, "UPDATE pairs SET code = 'x' WHERE a = 1 AND b = 1", NULL, 0),
+                     1);
+    /* a conflict target names a constraint's columns in any order */
+    assert_int_equal(affected_by(a,
+                                 "INSERT INTO pairs (a, b, code) VALUES (1, 2, 'w') ON CONFLICT "
+                                 "(\"b\", \"a\") DO UPDATE SET code = excluded.code",
+                                 NULL, 0),
+                     1);
+    assert_ids(a, "SELECT b FROM pairs WHERE code = 'w'", NULL, 0, "2");
+    assert_int_equal(affected_by(a,
+                                 "INSERT INTO pairs (a, b, code) VALUES (9, 9, 'x') ON CONFLICT "
+                                 "(code) DO NOTHING",
+                                 NULL, 0),
+                     0);
+    run_fails(a, "INSERT INTO pairs (a, b, code) VALUES (9, 9, 'x') ON CONFLICT (a, b) DO NOTHING",
+              NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    err = run_fails(a, "INSERT INTO pairs (a, b) VALUES (9, 9) ON CONFLICT (a) DO NOTHING", NULL, 0,
+                    NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P10");
+    /* a unique value committed first by another session fails the COMMIT */
+    assert_ok(noodle_conn_begin(a, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    run_free(a, "INSERT INTO pairs (a, b, code) VALUES (5, 5, 't')", NULL, 0);
+    run_free(b, "INSERT INTO pairs (a, b, code) VALUES (6, 6, 't')", NULL, 0);
+    assert_code(noodle_conn_commit(a, DEADLINE(), &err), &err, NOODLE_E_QUERY_CONSTRAINT);
+    assert_string_equal(err.detail, "SQLSTATE 23505");
+    assert_ids(b, "SELECT a FROM pairs WHERE code = 't'", NULL, 0, "6");
+    /* table-level UNIQUE on two columns */
+    run_free(a, "CREATE TABLE u2 (id INT PRIMARY KEY, x INT, y INT, UNIQUE (x, y))", NULL, 0);
+    run_free(a, "INSERT INTO u2 VALUES (1, 1, 1), (2, 1, 2), (3, 1, NULL), (4, 1, NULL)", NULL, 0);
+    run_fails(a, "INSERT INTO u2 VALUES (5, 1, 2)", NULL, 0, NOODLE_E_QUERY_CONSTRAINT);
+    /* malformed constraints */
+    err = run_fails(a, "CREATE TABLE bad (a INT PRIMARY KEY, b INT, PRIMARY KEY (b))", NULL, 0,
+                    NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42P16");
+    err = run_fails(a, "CREATE TABLE bad (a INT, UNIQUE (nope))", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42703");
+    err = run_fails(a, "CREATE TABLE bad (a INT, UNIQUE (a, a))", NULL, 0, NOODLE_E_QUERY_SYNTAX);
+    assert_string_equal(err.detail, "SQLSTATE 42701");
+    assert_int_equal(noodle_mock_node_rows("uniq", "bad"), -1);
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void a_table_without_a_primary_key_accepts_duplicate_rows(void **state) {
+    (void)state;
+    noodle_conn *a = open_node("mock://nokey"), *b = open_node("mock://nokey");
+    noodle_error err;
+    run_free(a, "CREATE TABLE \"log\" (\"n\" INT, \"msg\" TEXT)", NULL, 0);
+    assert_int_equal(
+        affected_by(a, "INSERT INTO log VALUES (1, 'x'), (1, 'x'), (NULL, 'y')", NULL, 0), 3);
+    noodle_rows *r = run(a, "SELECT * FROM log", NULL, 0);
+    assert_int_equal(noodle_rows_columns(r), 2); /* the rowid is hidden */
+    assert_int_equal(noodle_rows_count(r), 3);   /* in insertion order */
+    assert_int_equal(noodle_rows_get(r, 1, 0)->v.i, 1);
+    assert_int_equal(noodle_rows_get(r, 2, 0)->type, NOODLE_TYPE_NULL);
+    noodle_rows_free(r);
+    assert_int_equal(affected_by(a, "UPDATE log SET msg = 'z' WHERE n = 1", NULL, 0), 2);
+    assert_int_equal(affected_by(a, "DELETE FROM log WHERE msg = 'z'", NULL, 0), 2);
+    assert_int_equal(noodle_mock_node_rows("nokey", "log"), 1);
+    /* two transactions adding the same row both commit */
+    assert_ok(noodle_conn_begin(a, NOODLE_ISOLATION_SERIALIZABLE, DEADLINE(), &err), &err);
+    assert_ok(noodle_conn_begin(b, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+    run_free(a, "INSERT INTO log VALUES (2, 'p')", NULL, 0);
+    run_free(a, "INSERT INTO log VALUES (2, 'p')", NULL, 0);
+    run_free(b, "INSERT INTO log VALUES (2, 'p')", NULL, 0);
+    assert_int_equal(scalar(a, "SELECT count(*) FROM log WHERE n = 2", NULL, 0), 2);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM log WHERE n = 2", NULL, 0), 1);
+    assert_ok(noodle_conn_commit(b, DEADLINE(), &err), &err);
+    assert_ok(noodle_conn_commit(a, DEADLINE(), &err), &err);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM log WHERE n = 2", NULL, 0), 3);
+    /* ON CONFLICT needs a constraint to arbitrate */
+    run_fails(a, "INSERT INTO log VALUES (2, 'p') ON CONFLICT (n) DO NOTHING", NULL, 0,
+              NOODLE_E_QUERY_SYNTAX);
+    assert_int_equal(
+        affected_by(a, "INSERT INTO log VALUES (2, 'p') ON CONFLICT DO NOTHING", NULL, 0), 1);
+    noodle_conn_close(a);
+    noodle_conn_close(b);
 }
 
 /* ---- transactions -------------------------------------------------------------------- */
@@ -871,8 +1381,14 @@ static void standby_and_read_only_nodes_refuse_writes_with_5009_and_allow_reads(
     noodle_error err;
     static const noodle_role roles[] = {NOODLE_ROLE_STANDBY, NOODLE_ROLE_READ_ONLY};
     static const char *const writes[] = {
-        "INSERT INTO kv (id) VALUES (9)", "UPDATE kv SET n = 0", "DELETE FROM kv",
-        "CREATE TABLE other (id INT)",    "DROP TABLE kv",
+        "INSERT INTO kv (id) VALUES (9)",
+        "UPDATE kv SET n = 0",
+        "UPDATE kv SET n = 0 WHERE id = 999", /* a write even when it matches nothing */
+        "DELETE FROM kv",
+        "CREATE TABLE other (id INT)",
+        "DROP TABLE kv",
+        "INSERT INTO kv (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO kv (id, n) VALUES (1, 5) ON CONFLICT (id) DO UPDATE SET n = excluded.n",
     };
     for (size_t i = 0; i < 2; i++) {
         noodle_mock_reset();
@@ -1119,6 +1635,15 @@ int main(void) {
         T(errors_carry_the_postgresql_sqlstate),
         T(well_formed_sql_outside_the_subset_fails_with_5015),
         T(placeholder_count_mismatch_fails_with_5006_before_executing),
+        T(quoted_identifiers_keep_their_case_and_may_be_reserved_words),
+        T(a_table_qualified_by_main_or_public_is_the_plain_table_and_other_schemas_fail_with_5001),
+        T(where_comparisons_like_and_is_null_follow_three_valued_logic),
+        T(like_matches_percent_underscore_and_backslash_escapes_case_sensitively),
+        T(update_and_delete_with_conditions_count_the_rows_they_match),
+        T(upsert_do_update_changes_the_conflicting_row_and_counts_one),
+        T(upsert_do_nothing_skips_a_conflicting_row_and_counts_zero),
+        T(unique_and_composite_primary_keys_refuse_duplicates_with_23505),
+        T(a_table_without_a_primary_key_accepts_duplicate_rows),
         T(a_transaction_sees_its_own_writes_and_others_do_not),
         T(savepoints_nest_three_deep_and_roll_back_to_any_level),
         T(transaction_control_outside_its_state_fails_with_5011),

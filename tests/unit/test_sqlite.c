@@ -1,6 +1,6 @@
 /* SQLite backend behaviour beyond the conformance suite: WAL, busy timeouts
  * bounded by the deadline, interrupted statements, stacked statements, corrupt
- * and read-only files. */
+ * and read-only files, the prepared-statement cache. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "backends/sqlite_internal.h"
 #include "noodle/backend.h"
 #include "test_util.h"
 
@@ -279,6 +280,202 @@ static void a_transaction_begun_as_sql_is_seen_by_the_connection(void **state) {
     noodle_conn_close(c);
 }
 
+static void a_commit_or_rollback_sent_as_sql_ends_a_transaction_opened_with_begin(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_error err;
+    static const char *const ends[] = {"COMMIT", "ROLLBACK"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+        noodle_rows_free(run(c, ends[i], NULL, 0));
+        assert_false(noodle_conn_in_transaction(c));
+        /* not taken for a rollback by the engine: the next transaction opens */
+        assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+        assert_ok(noodle_conn_commit(c, DEADLINE(), &err), &err);
+    }
+    noodle_conn_close(c);
+}
+
+/* ---- the prepared-statement cache ------------------------------------------------ */
+
+/* Fail unless c's statement cache counted hits and misses and holds size. */
+#define assert_cache(c, want_hits, want_misses, want_size)                                    \
+    do {                                                                                      \
+        uint64_t hits_, misses_;                                                              \
+        size_t size_;                                                                         \
+        noodle__sqlite_stmt_cache_stats(noodle_conn_handle(c), &hits_, &misses_, &size_);     \
+        assert_int_equal(hits_, (want_hits));                                                 \
+        assert_int_equal(misses_, (want_misses));                                             \
+        assert_int_equal(size_, (want_size));                                                 \
+    } while (0)
+
+static void repeated_execution_prepares_once_then_hits_the_cache(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    assert_cache(c, 0, 0, 0); /* connect's own pragmas are not cached */
+    noodle_value p[2] = {noodle_int64(1), noodle_text("a")};
+    noodle_rows_free(run(c, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    for (int i = 0; i < 3; i++) {
+        noodle_rows *r = run(c, "SELECT v FROM t WHERE id = ?", p, 1);
+        assert_string_equal(noodle_rows_get(r, 0, 0)->v.bytes.ptr, "a");
+        noodle_rows_free(r);
+    }
+    assert_cache(c, 2, 2, 2);
+    noodle_conn_close(c);
+}
+
+static void the_cache_keeps_64_statements_and_evicts_the_least_recently_used(void **state) {
+    (void)state;
+    enum { CAP = NOODLE_SQLITE_STMT_CACHE_SIZE };
+    noodle_conn *c = open_url(":memory:");
+    char sql[32];
+    for (int i = 0; i < CAP; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        assert_int_equal(noodle_test_query_int(c, sql), i);
+    }
+    assert_cache(c, 0, CAP, CAP);
+    noodle_test_exec_ok(c, "SELECT 0"); /* now the most recent: "SELECT 1" is the oldest */
+    snprintf(sql, sizeof sql, "SELECT %d", CAP);
+    noodle_test_exec_ok(c, sql); /* evicts "SELECT 1" */
+    assert_cache(c, 1, CAP + 1, CAP);
+    noodle_test_exec_ok(c, "SELECT 0"); /* kept */
+    assert_cache(c, 2, CAP + 1, CAP);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* gone: prepared again */
+    assert_cache(c, 2, CAP + 2, CAP);
+    noodle_conn_close(c);
+}
+
+static void a_cached_statement_follows_schema_changes_from_any_connection(void **state) {
+    (void)state;
+    noodle_conn *a = open_url(path), *b = open_url(path);
+    noodle_value p[2] = {noodle_int64(1), noodle_text("a")};
+    noodle_rows_free(run(a, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    noodle_rows *r = run(a, "SELECT * FROM t", NULL, 0);
+    assert_int_equal(noodle_rows_columns(r), 2);
+    noodle_rows_free(r);
+    /* another connection adds a column: SQLite re-prepares the cached statement */
+    noodle_rows_free(run(b, "ALTER TABLE t ADD COLUMN w TEXT DEFAULT 'from b'", NULL, 0));
+    r = run(a, "SELECT * FROM t", NULL, 0);
+    assert_int_equal(noodle_rows_columns(r), 3);
+    assert_string_equal(noodle_rows_column_name(r, 2), "w");
+    assert_string_equal(noodle_rows_get(r, 0, 2)->v.bytes.ptr, "from b");
+    noodle_rows_free(r);
+    /* and the same connection adding one */
+    noodle_rows_free(run(a, "ALTER TABLE t ADD COLUMN x INTEGER DEFAULT 7", NULL, 0));
+    r = run(a, "SELECT * FROM t", NULL, 0);
+    assert_int_equal(noodle_rows_columns(r), 4);
+    assert_string_equal(noodle_rows_column_name(r, 3), "x");
+    assert_int_equal(noodle_rows_get(r, 0, 3)->v.i, 7);
+    noodle_rows_free(r);
+    assert_cache(a, 2, 3, 3); /* both re-reads were hits */
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void parameters_of_every_type_reuse_one_cached_statement(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(":memory:");
+    const noodle_value in[] = {noodle_int64(7), noodle_double(2.5), noodle_text("x"),
+                               noodle_blob("b", 1), noodle_null()};
+    const char *const want[] = {"integer", "real", "text", "blob", "null"};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        noodle_rows *r = run(c, "SELECT typeof(?)", &in[i], 1);
+        assert_string_equal(noodle_rows_get(r, 0, 0)->v.bytes.ptr, want[i]);
+        noodle_rows_free(r);
+    }
+    assert_cache(c, 4, 1, 1);
+    noodle_conn_close(c);
+}
+
+static void failed_prepares_and_stacked_statements_are_not_cached(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = NULL;
+    noodle_error err;
+    for (int i = 0; i < 2; i++) {
+        assert_code(noodle_conn_execute(c, "SELEC 1", NULL, 0, DEADLINE(), &r, &err), &err,
+                    NOODLE_E_QUERY_SYNTAX);
+        assert_code(noodle_conn_execute(c, "SELECT 1; SELECT 2", NULL, 0, DEADLINE(), &r, &err),
+                    &err, NOODLE_E_QUERY_UNSUPPORTED);
+    }
+    noodle_rows_free(run(c, " -- no statement at all", NULL, 0));
+    assert_cache(c, 0, 5, 0); /* every call prepared, none kept */
+    noodle_conn_close(c);
+}
+
+static void a_cached_statement_that_failed_runs_again(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_rows *r = NULL;
+    noodle_error err;
+    noodle_value first[2] = {noodle_int64(1), noodle_text("a")};
+    noodle_value dup[2] = {noodle_int64(1), noodle_text("b")};
+    noodle_value second[2] = {noodle_int64(2), noodle_text("c")};
+    const char *insert = "INSERT INTO t (id, v) VALUES (?, ?)";
+    noodle_rows_free(run(c, insert, first, 2));
+    assert_code(noodle_conn_execute(c, insert, dup, 2, DEADLINE(), &r, &err), &err,
+                NOODLE_E_QUERY_CONSTRAINT);
+    r = run(c, insert, second, 2);
+    assert_int_equal(noodle_rows_affected(r), 1);
+    noodle_rows_free(r);
+    assert_cache(c, 2, 1, 1);
+    assert_int_equal(noodle_test_query_int(c, "SELECT count(*) FROM t"), 2);
+    noodle_conn_close(c);
+}
+
+static void cached_statements_hold_no_snapshot_between_calls(void **state) {
+    (void)state;
+    noodle_conn *a = open_url(path), *b = open_url(path);
+    noodle_value p[2] = {noodle_int64(1), noodle_text("x")};
+    noodle_rows_free(run(b, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2)); /* the WAL has frames */
+    assert_int_equal(noodle_test_query_int(a, "SELECT count(*) FROM t"), 1);
+    assert_false(noodle_conn_in_transaction(a));
+    p[0] = noodle_int64(2);
+    noodle_rows_free(run(b, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    /* a reader still on its snapshot would keep TRUNCATE from finishing */
+    noodle_rows *r = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(b, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, 0,
+                                  noodle_deadline_after(NULL, NOODLE_MS(500)), &r, &err),
+              &err);
+    assert_int_equal(noodle_rows_get(r, 0, 0)->v.i, 0); /* not busy */
+    noodle_rows_free(r);
+    assert_int_equal(noodle_test_query_int(a, "SELECT count(*) FROM t"), 2); /* a hit, fresh data */
+    assert_cache(a, 1, 1, 1);
+    noodle_conn_close(a);
+    noodle_conn_close(b);
+}
+
+static void transaction_control_is_cached_but_savepoint_names_are_not(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_error err;
+    char name[16];
+    for (int i = 0; i < 3; i++) {
+        assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, DEADLINE(), &err), &err);
+        snprintf(name, sizeof name, "sp%d", i);
+        assert_ok(noodle_conn_savepoint(c, name, DEADLINE(), &err), &err);
+        assert_ok(noodle_conn_release(c, name, DEADLINE(), &err), &err);
+        assert_ok(noodle_conn_commit(c, DEADLINE(), &err), &err);
+    }
+    assert_cache(c, 4, 2, 2); /* BEGIN DEFERRED and COMMIT */
+    noodle_conn_close(c);
+}
+
+static void a_reopened_connection_starts_with_an_empty_cache(void **state) {
+    (void)state;
+    noodle_conn *c = open_url(path);
+    noodle_test_exec_ok(c, "SELECT count(*) FROM t");
+    noodle_test_exec_ok(c, "SELECT count(*) FROM t");
+    assert_cache(c, 1, 1, 1);
+    noodle_conn_close(c);
+    c = open_url(path);
+    assert_cache(c, 0, 0, 0);
+    noodle_test_exec_ok(c, "SELECT count(*) FROM t");
+    assert_cache(c, 0, 1, 1);
+    noodle_conn_close(c);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -296,6 +493,16 @@ int main(void) {
         T(affected_rows_exclude_trigger_writes),
         T(generic_sqlite_errors_are_told_apart_by_cause),
         T(a_transaction_begun_as_sql_is_seen_by_the_connection),
+        T(a_commit_or_rollback_sent_as_sql_ends_a_transaction_opened_with_begin),
+        T(repeated_execution_prepares_once_then_hits_the_cache),
+        T(the_cache_keeps_64_statements_and_evicts_the_least_recently_used),
+        T(a_cached_statement_follows_schema_changes_from_any_connection),
+        T(parameters_of_every_type_reuse_one_cached_statement),
+        T(failed_prepares_and_stacked_statements_are_not_cached),
+        T(a_cached_statement_that_failed_runs_again),
+        T(cached_statements_hold_no_snapshot_between_calls),
+        T(transaction_control_is_cached_but_savepoint_names_are_not),
+        T(a_reopened_connection_starts_with_an_empty_cache),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#define BENCH_NAME "bench_backend"
+#include "bench_util.h"
+
 #include "noodle/noodle.h"
 
 #define ROWS 1000
@@ -30,16 +33,8 @@
 #define TEXTS 1000
 #define TARGET_PCT 15.0
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_backend: %s\n", what);
-    exit(1);
-}
+/* The monotonic clock, in seconds. */
+static double now_s(void) { return (double)now_ns() / 1e9; }
 
 static const char *const select_sql = "SELECT id, v FROM kv WHERE id = ?";
 /* select_sql behind a distinct comment each, for the miss runs */

@@ -65,6 +65,9 @@
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 
+#define BENCH_NAME "bench_db"
+#include "bench_util.h"
+
 #include "backends/postgres_sql.h" /* noodle__pg_set_stmt_cache: context rows only */
 #include "noodle/db.h"
 #include "noodle/noodle.h"
@@ -82,7 +85,6 @@
 #define CLIENT_POOL 20
 #define CLIENT_RUN_MS 3000
 #define CLIENT_WARMUP_MS 200
-#define THREAD_STACK (256 * 1024)
 #define PGBOUNCER "/usr/sbin/pgbouncer"
 
 /* Targets (informative). */
@@ -97,36 +99,10 @@ static const char *const insert_value = "an inserted value";
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_ms(int64_t ms) {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_db: %s\n", what);
-    exit(1);
-}
-
-static void die_err(const char *what, const noodle_error *err) {
-    char buf[768];
-    noodle_error_format(err, buf, sizeof buf);
-    fprintf(stderr, "bench_db: %s: %s\n", what, buf);
-    exit(1);
-}
-
 static void die_pq(const char *what, const PGconn *c) {
     fprintf(stderr, "bench_db: %s: %s\n", what, c ? PQerrorMessage(c) : "out of memory");
     exit(1);
 }
-
-static const char *verdict(bool ok) { return ok ? "PASS" : "MISS"; }
 
 static void print_load(const char *when) {
     double l[3];
@@ -136,14 +112,6 @@ static void print_load(const char *when) {
     else
         printf("load average %s: unavailable\n", when);
     fflush(stdout);
-}
-
-static void start_thread(pthread_t *t, void *(*fn)(void *), void *arg) {
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0) die("pthread_attr_init");
-    pthread_attr_setstacksize(&attr, THREAD_STACK);
-    if (pthread_create(t, &attr, fn, arg) != 0) die("pthread_create");
-    pthread_attr_destroy(&attr);
 }
 
 /* xorshift64*: the same key sequence for every implementation of a round. */
@@ -158,16 +126,11 @@ static uint64_t rng_next(uint64_t *s) {
 
 static int64_t random_key(uint64_t *s) { return (int64_t)(rng_next(s) % KV_ROWS); }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(const double *v, int n) {
     double s[MAX_ROUNDS];
     memcpy(s, v, sizeof *v * (size_t)n);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    sort_doubles(s, n);
+    return median_sorted(s, n);
 }
 
 static double best(const double *v, int n) {
@@ -730,68 +693,57 @@ static overheads bench_sqlite(void) {
 
 /* -- PostgreSQL -- */
 
-static double raw_pg_select_run(void *ctx, long n, uint64_t seed) {
-    PGconn *c = ctx;
+/* n selects of random keys on c: the statement prepared as "sel" (prepared)
+ * or the unnamed one, parsed and planned by the server each time (one round
+ * trip: Parse, Bind, Execute, Sync in one packet). ns per select. */
+static double raw_pg_selects(PGconn *c, long n, uint64_t seed, bool prepared) {
     char key[24];
     const char *vals[1] = {key};
     int64_t t0 = now_ns();
     for (long i = 0; i < n; i++) {
         snprintf(key, sizeof key, "%lld", (long long)random_key(&seed));
-        PGresult *r = PQexecPrepared(c, "sel", 1, vals, NULL, NULL, 0);
+        PGresult *r = prepared ? PQexecPrepared(c, "sel", 1, vals, NULL, NULL, 0)
+                               : PQexecParams(c, pg_select_sql, 1, NULL, vals, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) die_pq("select", c);
         checksum += PQgetvalue(r, 0, 0)[0] + PQgetlength(r, 0, 0);
         PQclear(r);
     }
     return (double)(now_ns() - t0) / (double)n;
+}
+
+/* n inserts of new ids on c, as raw_pg_selects ("ins"). ns per insert. */
+static double raw_pg_inserts(PGconn *c, long n, bool prepared) {
+    char id[24];
+    const char *vals[2] = {id, insert_value};
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "%lld", (long long)next_id++);
+        PGresult *r = prepared ? PQexecPrepared(c, "ins", 2, vals, NULL, NULL, 0)
+                               : PQexecParams(c, pg_insert_sql, 2, NULL, vals, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0)
+            die_pq("insert", c);
+        PQclear(r);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+static double raw_pg_select_run(void *ctx, long n, uint64_t seed) {
+    return raw_pg_selects(ctx, n, seed, true);
 }
 
 static double raw_pg_insert_run(void *ctx, long n, uint64_t seed) {
     (void)seed;
-    PGconn *c = ctx;
-    char id[24];
-    const char *vals[2] = {id, insert_value};
-    int64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        snprintf(id, sizeof id, "%lld", (long long)next_id++);
-        PGresult *r = PQexecPrepared(c, "ins", 2, vals, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0)
-            die_pq("insert", c);
-        PQclear(r);
-    }
-    return (double)(now_ns() - t0) / (double)n;
+    return raw_pg_inserts(ctx, n, true);
 }
 
-/* Context: the unnamed statement, parsed and planned by the server each time
- * (one round trip: Parse, Bind, Execute, Sync in one packet). */
+/* Context: the unnamed statement (see raw_pg_selects). */
 static double raw_pg_select_params_run(void *ctx, long n, uint64_t seed) {
-    PGconn *c = ctx;
-    char key[24];
-    const char *vals[1] = {key};
-    int64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        snprintf(key, sizeof key, "%lld", (long long)random_key(&seed));
-        PGresult *r = PQexecParams(c, pg_select_sql, 1, NULL, vals, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) die_pq("select", c);
-        checksum += PQgetvalue(r, 0, 0)[0] + PQgetlength(r, 0, 0);
-        PQclear(r);
-    }
-    return (double)(now_ns() - t0) / (double)n;
+    return raw_pg_selects(ctx, n, seed, false);
 }
 
 static double raw_pg_insert_params_run(void *ctx, long n, uint64_t seed) {
     (void)seed;
-    PGconn *c = ctx;
-    char id[24];
-    const char *vals[2] = {id, insert_value};
-    int64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        snprintf(id, sizeof id, "%lld", (long long)next_id++);
-        PGresult *r = PQexecParams(c, pg_insert_sql, 2, NULL, vals, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0)
-            die_pq("insert", c);
-        PQclear(r);
-    }
-    return (double)(now_ns() - t0) / (double)n;
+    return raw_pg_inserts(ctx, n, false);
 }
 
 static void pg_exec(PGconn *c, const char *sql) {

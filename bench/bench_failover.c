@@ -39,6 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define BENCH_NAME "bench_failover"
+#include "bench_util.h"
+
 #include "failover_driver.h"
 #include "noodle/error.h"
 #include "pg_server.h"
@@ -47,21 +50,14 @@
 #define TARGET_PROMOTE_TO_WRITE_MS 1000.0
 #define CONNECTION_SLACK 2
 
-static const char *verdict(bool ok) { return ok ? "PASS" : "MISS"; }
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* min / median / max of v[0..n) (sorted in place). */
 static void print_stat(const char *name, double *v, int n) {
     if (n == 0) {
         printf("    %-44s n/a\n", name);
         return;
     }
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    sort_doubles(v, n);
+    double med = median_sorted(v, n);
     printf("    %-44s min %8.1f  median %8.1f  max %8.1f\n", name, v[0], med, v[n - 1]);
 }
 

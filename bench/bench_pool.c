@@ -38,6 +38,9 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_NAME "bench_pool"
+#include "bench_util.h"
+
 #include "noodle/noodle.h"
 #include "noodle/pool.h"
 #include "noodle_mock.h"
@@ -48,7 +51,6 @@
 #define SCALING_RUN_MS 1500
 #define SPIKE_CLIENTS 50
 #define SPIKE_ROUNDS 3
-#define THREAD_STACK (256 * 1024)
 
 /* Targets (informative). */
 #define TARGET_RATIO_VS_APR 3.0
@@ -62,40 +64,6 @@ static const int scaling_threads[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 #define SCALING_POINTS ((int)(sizeof scaling_threads / sizeof scaling_threads[0]))
 
 /* ---- helpers ----------------------------------------------------------------- */
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_ms(int64_t ms) {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_pool: %s\n", what);
-    exit(1);
-}
-
-static void die_err(const char *what, const noodle_error *err) {
-    char buf[768];
-    noodle_error_format(err, buf, sizeof buf);
-    fprintf(stderr, "bench_pool: %s: %s\n", what, buf);
-    exit(1);
-}
-
-static const char *verdict(bool ok) { return ok ? "PASS" : "MISS"; }
-
-static void start_thread(pthread_t *t, void *(*fn)(void *), void *arg) {
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0) die("pthread_attr_init");
-    pthread_attr_setstacksize(&attr, THREAD_STACK);
-    if (pthread_create(t, &attr, fn, arg) != 0) die("pthread_create");
-    pthread_attr_destroy(&attr);
-}
 
 /* Wait samples in ns, grown as needed; one per thread, merged at the end. */
 typedef struct samples {

@@ -57,7 +57,9 @@
  *      connection as a named statement "noodle_<n>" (PQsendPrepare, then
  *      PQsendQueryPrepared; both through run(), so non-blocking and bounded
  *      by the deadline like everything else), keyed by the text as prepared
- *      plus the parameter types, LRU-bounded (NOODLE_PG_STMT_CACHE_SIZE).
+ *      plus the parameter types, LRU-bounded (NOODLE_PG_STMT_CACHE_SIZE; the
+ *      keyed LRU of backends/stmt_lru.c, shared with the SQLite backend,
+ *      whose eviction callback queues the DEALLOCATE here).
  *      Invariants:
  *        a. An entry exists only for a statement the server prepared: a
  *           failed prepare (syntax error, aborted transaction 25P02, ...)
@@ -110,6 +112,7 @@
 #include <libpq-fe.h>
 
 #include "backends/postgres_sql.h"
+#include "backends/stmt_lru.h"
 #include "internal.h"
 #include "noodle/backend.h"
 #include "noodle/clock.h"
@@ -137,14 +140,12 @@ typedef enum pg_stale {
     PG_STALE_GONE,        /* 26000: the server no longer has it */
 } pg_stale;
 
-/* One cached named statement ("noodle_<id>" on the server), on its hash
- * bucket's chain and on the LRU list. One allocation holds the entry, its
- * parameter types and its text. */
+/* One cached named statement ("noodle_<id>" on the server); its node threads
+ * it on the cache's bucket chain and LRU list (backends/stmt_lru.h). One
+ * allocation holds the entry, its parameter types and its text. */
 typedef struct pg_stmt {
-    struct pg_stmt *newer, *older; /* LRU list */
-    struct pg_stmt *chain;         /* next in the bucket */
+    noodle__lru_node node; /* first: stmt_of() casts back */
     uint64_t id;
-    uint64_t hash;
     size_t len; /* of sql */
     int nparams;
     Oid *types; /* nparams; the key's second half */
@@ -159,11 +160,8 @@ typedef struct pg_stmt {
                                                             : NOODLE_PG_DEALLOCATE_BATCH)
 
 typedef struct pg_stmt_cache {
-    bool on;           /* read from the backend switch at connect */
-    pg_stmt **buckets; /* nbuckets (a power of two) chains; NULL when off */
-    size_t nbuckets;
-    pg_stmt *newest, *oldest;
-    size_t size, cap; /* cap: NOODLE_PG_STMT_CACHE_SIZE */
+    bool on;         /* read from the backend switch at connect */
+    noodle__lru lru; /* cap: NOODLE_PG_STMT_CACHE_SIZE; off (no buckets) when !on */
     uint64_t next_id; /* of the last statement prepared */
     uint64_t hits, misses;
     uint64_t pending[PG_PENDING_MAX]; /* ids to DEALLOCATE */
@@ -914,103 +912,80 @@ void noodle__pg_stmt_cache_stats(void *handle, uint64_t *hits, uint64_t *misses,
     const pg_handle *h = handle;
     if (hits) *hits = h->cache.hits;
     if (misses) *misses = h->cache.misses;
-    if (size) *size = h->cache.size;
-}
-
-/* A hash of len bytes at p, eight at a time, continuing from h. */
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t len) {
-    const uint64_t k = 0xff51afd7ed558ccdu;
-    const unsigned char *b = p;
-    uint64_t w;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        memcpy(&w, b + i, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 32;
-    }
-    w = 0;
-    if (len > i) memcpy(&w, b + i, len - i);
-    h = (h ^ w) * k;
-    return h ^ (h >> 29);
+    if (size) *size = h->cache.lru.size;
 }
 
 /* The key: the text as prepared and the parameter types sent with it (the
  * server infers untyped parameters at prepare time, so the same text with
  * other types is another statement). */
 static uint64_t stmt_hash(const char *sql, size_t len, int nparams, const Oid *types) {
-    uint64_t h = hash_bytes(0x9e3779b97f4a7c15u ^ len, sql, len);
-    return nparams > 0 ? hash_bytes(h ^ (uint64_t)nparams, types, (size_t)nparams * sizeof *types)
-                       : h;
+    uint64_t h = noodle__lru_hash(NOODLE__LRU_SEED(len), sql, len);
+    return nparams > 0
+               ? noodle__lru_hash(h ^ (uint64_t)nparams, types, (size_t)nparams * sizeof *types)
+               : h;
 }
 
 static void stmt_name(uint64_t id, char *buf, size_t size) {
     snprintf(buf, size, "noodle_%" PRIu64, id);
 }
 
+static pg_stmt *stmt_of(noodle__lru_node *n) {
+    return (pg_stmt *)(void *)n;
+}
+
 static int cache_open(pg_stmt_cache *c) {
     memset(c, 0, sizeof *c);
-    c->cap = NOODLE_PG_STMT_CACHE_SIZE > 0 ? (size_t)NOODLE_PG_STMT_CACHE_SIZE : 0;
-    c->on = c->cap > 0 && atomic_load(&stmt_cache_default);
+    c->on = NOODLE_PG_STMT_CACHE_SIZE > 0 && atomic_load(&stmt_cache_default);
     if (!c->on) return 0;
-    size_t n = 1;
-    while (n < 2 * c->cap)
-        n <<= 1;
-    c->buckets = calloc(n, sizeof *c->buckets);
-    if (c->buckets == NULL) return -1;
-    c->nbuckets = n;
-    return 0;
+    return noodle__lru_open(&c->lru, (size_t)NOODLE_PG_STMT_CACHE_SIZE);
 }
 
-static void lru_unlink(pg_stmt_cache *c, pg_stmt *s) {
-    if (s->newer != NULL)
-        s->newer->older = s->older;
-    else
-        c->newest = s->older;
-    if (s->older != NULL)
-        s->older->newer = s->newer;
-    else
-        c->oldest = s->newer;
-}
+/* The key stmt_find looks for. */
+typedef struct pg_stmt_key {
+    const char *sql;
+    size_t len;
+    int nparams;
+    const Oid *types;
+} pg_stmt_key;
 
-static void lru_push(pg_stmt_cache *c, pg_stmt *s) {
-    s->newer = NULL;
-    s->older = c->newest;
-    if (c->newest != NULL)
-        c->newest->newer = s;
-    else
-        c->oldest = s;
-    c->newest = s;
+static bool stmt_matches(const noodle__lru_node *n, const void *key) {
+    const pg_stmt *s = (const pg_stmt *)(const void *)n;
+    const pg_stmt_key *k = key;
+    return s->len == k->len && s->nparams == k->nparams && memcmp(s->sql, k->sql, k->len) == 0 &&
+           (k->nparams == 0 ||
+            memcmp(s->types, k->types, (size_t)k->nparams * sizeof *k->types) == 0);
 }
 
 /* The entry for the key, made the most recent; NULL when not cached. */
 static pg_stmt *stmt_find(pg_stmt_cache *c, const char *sql, size_t len, uint64_t hash, int nparams,
                           const Oid *types) {
-    for (pg_stmt *s = c->buckets[hash & (c->nbuckets - 1)]; s != NULL; s = s->chain) {
-        if (s->hash != hash || s->len != len || s->nparams != nparams ||
-            memcmp(s->sql, sql, len) != 0 ||
-            (nparams > 0 && memcmp(s->types, types, (size_t)nparams * sizeof *types) != 0))
-            continue;
-        if (c->newest != s) {
-            lru_unlink(c, s);
-            lru_push(c, s);
-        }
-        return s;
-    }
-    return NULL;
+    const pg_stmt_key key = {sql, len, nparams, types};
+    noodle__lru_node *n = noodle__lru_find(&c->lru, hash, stmt_matches, &key);
+    return n != NULL ? stmt_of(n) : NULL;
 }
 
-/* Take s off the cache and free it. allocated: the server still has the
+/* Free s, taken off the cache. allocated: the server still has the
  * statement, so it waits for DEALLOCATE (or, when that list is full, for the
  * end of the session). */
-static void stmt_drop(pg_stmt_cache *c, pg_stmt *s, bool allocated) {
-    pg_stmt **link = &c->buckets[s->hash & (c->nbuckets - 1)];
-    while (*link != s)
-        link = &(*link)->chain;
-    *link = s->chain;
-    lru_unlink(c, s);
-    c->size--;
+static void stmt_release(pg_stmt_cache *c, pg_stmt *s, bool allocated) {
     if (allocated && c->npending < PG_PENDING_MAX) c->pending[c->npending++] = s->id;
     free(s);
+}
+
+/* Take s off the cache and free it (allocated: as for stmt_release). */
+static void stmt_drop(pg_stmt_cache *c, pg_stmt *s, bool allocated) {
+    noodle__lru_remove(&c->lru, &s->node);
+    stmt_release(c, s, allocated);
+}
+
+/* noodle__lru callbacks (ctx: the pg_stmt_cache): an evicted statement is
+ * still allocated on the server; a forgotten one is not. */
+static void stmt_evicted(void *ctx, noodle__lru_node *n) {
+    stmt_release(ctx, stmt_of(n), true);
+}
+
+static void stmt_forgotten(void *ctx, noodle__lru_node *n) {
+    stmt_release(ctx, stmt_of(n), false);
 }
 
 /* A new entry for the key (not yet in the cache); NULL when out of memory. */
@@ -1020,7 +995,7 @@ static pg_stmt *stmt_new(const char *sql, size_t len, uint64_t hash, int nparams
     pg_stmt *s = malloc(sizeof *s + tbytes + len + 1);
     if (s == NULL) return NULL;
     memset(s, 0, sizeof *s);
-    s->hash = hash;
+    s->node.hash = hash;
     s->len = len;
     s->nparams = nparams;
     s->types = (Oid *)(void *)(s + 1);
@@ -1033,26 +1008,19 @@ static pg_stmt *stmt_new(const char *sql, size_t len, uint64_t hash, int nparams
 /* Make s (prepared on the server) the most recent entry, evicting the least
  * recently used one when the cache is full. */
 static void stmt_add(pg_stmt_cache *c, pg_stmt *s) {
-    if (c->size >= c->cap) stmt_drop(c, c->oldest, true);
-    pg_stmt **bucket = &c->buckets[s->hash & (c->nbuckets - 1)];
-    s->chain = *bucket;
-    *bucket = s;
-    lru_push(c, s);
-    c->size++;
+    noodle__lru_insert(&c->lru, &s->node, stmt_evicted, c);
 }
 
 /* Forget every statement: the server dropped them all (DISCARD ALL,
  * DEALLOCATE ALL), or the handle is closing. */
 static void stmt_forget_all(pg_stmt_cache *c) {
-    while (c->oldest != NULL)
-        stmt_drop(c, c->oldest, false);
+    noodle__lru_clear(&c->lru, stmt_forgotten, c);
     c->npending = 0;
 }
 
 static void cache_close(pg_stmt_cache *c) {
-    if (c->buckets != NULL) stmt_forget_all(c);
-    free(c->buckets);
-    c->buckets = NULL;
+    noodle__lru_close(&c->lru, stmt_forgotten, c);
+    c->npending = 0;
 }
 
 /* ======================================================================== */
@@ -2221,7 +2189,7 @@ static int execute_cached(pg_handle *h, const char *sql, int nparams, const pg_p
         return rc;
     /* Nowhere to put what a new entry would evict (a long transaction
      * kept the list from being flushed), or no memory: run it unnamed. */
-    if ((c->size >= c->cap && c->npending == PG_PENDING_MAX) ||
+    if ((c->lru.size >= c->lru.cap && c->npending == PG_PENDING_MAX) ||
         (s = stmt_new(sql, len, hash, nparams, pp->types)) == NULL) {
         const pg_command once = {.send = PG_SEND_PARAMS,
                                  .sql = sql,

@@ -20,7 +20,9 @@
  *   PostgreSQL's extended protocol does.
  * - Prepared-statement cache: each connection keeps up to
  *   NOODLE_SQLITE_STMT_CACHE_SIZE (64) statements, keyed by their exact SQL
- *   text, in a hash table threaded on a least-recently-used list. Invariants:
+ *   text, in a hash table threaded on a least-recently-used list (the keyed
+ *   LRU of backends/stmt_lru.c, shared with the PostgreSQL backend; eviction
+ *   and close finalize here). Invariants:
  *     1. A cached statement is reset after every call, and its bindings
  *        cleared when they hold copies of text or blobs, so it keeps no read
  *        snapshot, no lock and no parameter bytes once run() returns (every
@@ -48,24 +50,21 @@
 #include <string.h>
 
 #include "backends/sqlite_internal.h"
+#include "backends/stmt_lru.h"
 #include "internal.h"
 #include "noodle/backend.h"
 
-/* One cached statement: on its hash bucket's chain and on the LRU list. */
+/* One cached statement: its node threads it on the cache's bucket chain and
+ * LRU list (backends/stmt_lru.h). */
 typedef struct stmt_entry {
-    struct stmt_entry *newer, *older; /* LRU list */
-    struct stmt_entry *chain;         /* next in the bucket */
-    sqlite3_stmt *st;                 /* owned */
-    uint64_t hash;
+    noodle__lru_node node; /* first: entry_of() casts back */
+    sqlite3_stmt *st;      /* owned */
     size_t len;
     char sql[]; /* the key, NUL-terminated */
 } stmt_entry;
 
 typedef struct stmt_cache {
-    stmt_entry **buckets; /* nbuckets (a power of two) chains; NULL when the cache is off */
-    size_t nbuckets;
-    stmt_entry *newest, *oldest;
-    size_t size, cap; /* cap: NOODLE_SQLITE_STMT_CACHE_SIZE */
+    noodle__lru lru; /* cap: NOODLE_SQLITE_STMT_CACHE_SIZE; off (no buckets) at 0 */
     uint64_t hits, misses;
 } stmt_cache;
 
@@ -212,80 +211,47 @@ static int start_call(sqlite_conn *h, int64_t deadline, const char *what, noodle
 
 /* ---- the prepared-statement cache ------------------------------------------ */
 
-/* A hash of the len bytes at sql, eight at a time (a cache hit must cost
- * little next to the statement it saves preparing). */
+static stmt_entry *entry_of(noodle__lru_node *n) {
+    return (stmt_entry *)(void *)n;
+}
+
+/* A hash of the len bytes at sql (a cache hit must cost little next to the
+ * statement it saves preparing). */
 static uint64_t sql_hash(const char *sql, size_t len) {
-    const uint64_t k = 0xff51afd7ed558ccdu;
-    uint64_t h = 0x9e3779b97f4a7c15u ^ len, w;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        memcpy(&w, sql + i, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 32;
-    }
-    w = 0;
-    memcpy(&w, sql + i, len - i);
-    h = (h ^ w) * k;
-    return h ^ (h >> 29);
+    return noodle__lru_hash(NOODLE__LRU_SEED(len), sql, len);
 }
 
 static int cache_open(stmt_cache *c) {
     memset(c, 0, sizeof *c);
-    c->cap = NOODLE_SQLITE_STMT_CACHE_SIZE > 0 ? (size_t)NOODLE_SQLITE_STMT_CACHE_SIZE : 0;
-    if (c->cap == 0) return 0; /* off: buckets stays NULL */
-    size_t n = 1;
-    while (n < 2 * c->cap)
-        n <<= 1;
-    c->buckets = calloc(n, sizeof *c->buckets);
-    if (c->buckets == NULL) return -1;
-    c->nbuckets = n;
-    return 0;
+    size_t cap = NOODLE_SQLITE_STMT_CACHE_SIZE > 0 ? (size_t)NOODLE_SQLITE_STMT_CACHE_SIZE : 0;
+    return noodle__lru_open(&c->lru, cap);
 }
 
-static void lru_unlink(stmt_cache *c, stmt_entry *e) {
-    if (e->newer != NULL)
-        e->newer->older = e->older;
-    else
-        c->newest = e->older;
-    if (e->older != NULL)
-        e->older->newer = e->newer;
-    else
-        c->oldest = e->newer;
-}
+/* The key cache_find looks for. */
+typedef struct sql_key {
+    const char *sql;
+    size_t len;
+} sql_key;
 
-static void lru_push(stmt_cache *c, stmt_entry *e) {
-    e->newer = NULL;
-    e->older = c->newest;
-    if (c->newest != NULL)
-        c->newest->newer = e;
-    else
-        c->oldest = e;
-    c->newest = e;
+static bool entry_matches(const noodle__lru_node *n, const void *key) {
+    const stmt_entry *e = (const stmt_entry *)(const void *)n;
+    const sql_key *k = key;
+    return e->len == k->len && memcmp(e->sql, k->sql, k->len) == 0;
 }
 
 /* The entry for sql (len bytes, hashed to hash), made the most recent; NULL
  * when the cache does not hold it. */
 static stmt_entry *cache_find(stmt_cache *c, const char *sql, size_t len, uint64_t hash) {
-    for (stmt_entry *e = c->buckets[hash & (c->nbuckets - 1)]; e != NULL; e = e->chain) {
-        if (e->hash == hash && e->len == len && memcmp(e->sql, sql, len) == 0) {
-            if (c->newest != e) {
-                lru_unlink(c, e);
-                lru_push(c, e);
-            }
-            return e;
-        }
-    }
-    return NULL;
+    const sql_key key = {sql, len};
+    noodle__lru_node *n = noodle__lru_find(&c->lru, hash, entry_matches, &key);
+    return n != NULL ? entry_of(n) : NULL;
 }
 
-/* Take e off the cache and free it, finalizing its statement. */
-static void cache_drop(stmt_cache *c, stmt_entry *e) {
-    stmt_entry **link = &c->buckets[e->hash & (c->nbuckets - 1)];
-    while (*link != e)
-        link = &(*link)->chain;
-    *link = e->chain;
-    lru_unlink(c, e);
-    c->size--;
+/* Free an entry taken off the cache (evicted or cleared), finalizing its
+ * statement. */
+static void entry_free(void *ctx, noodle__lru_node *n) {
+    (void)ctx;
+    stmt_entry *e = entry_of(n);
     sqlite3_finalize(e->st);
     free(e);
 }
@@ -297,31 +263,23 @@ static stmt_entry *cache_add(stmt_cache *c, const char *sql, size_t len, uint64_
                              sqlite3_stmt *st) {
     stmt_entry *e = malloc(sizeof *e + len + 1);
     if (e == NULL) return NULL;
-    if (c->size >= c->cap) cache_drop(c, c->oldest);
     e->st = st;
-    e->hash = hash;
+    e->node.hash = hash;
     e->len = len;
     memcpy(e->sql, sql, len + 1);
-    stmt_entry **bucket = &c->buckets[hash & (c->nbuckets - 1)];
-    e->chain = *bucket;
-    *bucket = e;
-    lru_push(c, e);
-    c->size++;
+    noodle__lru_insert(&c->lru, &e->node, entry_free, NULL);
     return e;
 }
 
 static void cache_close(stmt_cache *c) {
-    while (c->oldest != NULL)
-        cache_drop(c, c->oldest);
-    free(c->buckets);
-    c->buckets = NULL;
+    noodle__lru_close(&c->lru, entry_free, NULL);
 }
 
 void noodle__sqlite_stmt_cache_stats(void *handle, uint64_t *hits, uint64_t *misses, size_t *size) {
     const sqlite_conn *h = handle;
     if (hits) *hits = h->cache.hits;
     if (misses) *misses = h->cache.misses;
-    if (size) *size = h->cache.size;
+    if (size) *size = h->cache.lru.size;
 }
 
 /* ---- statements ------------------------------------------------------------ */
@@ -431,7 +389,7 @@ static int run(sqlite_conn *h, const char *what, const char *sql, bool cache,
     sqlite3_stmt *st = NULL;
     size_t len = 0;
     uint64_t hash = 0;
-    cache = cache && c->buckets != NULL;
+    cache = cache && c->lru.buckets != NULL;
     if (cache) {
         len = strlen(sql);
         hash = sql_hash(sql, len);

@@ -177,6 +177,34 @@ static void tx_query_text(noodle_txn *t, const char *sql, char *buf, size_t size
     noodle_rows_free(r);
 }
 
+/* Begin the root t on c at iso and insert row id in it. */
+static void begin_with_row(noodle_conn *c, noodle_isolation iso, noodle_txn *t, int64_t id) {
+    noodle_error err;
+    assert_ok(noodle_txn_begin(c, iso, t, &err), &err);
+    tx_insert(t, id);
+}
+
+/* Begin inner nested in outer and insert row id in it. */
+static void nest_with_row(noodle_txn *outer, noodle_txn *inner, int64_t id) {
+    noodle_error err;
+    assert_ok(noodle_txn_begin_nested(outer, inner, &err), &err);
+    tx_insert(inner, id);
+}
+
+/* Commit t, then end it. */
+static void commit_end(noodle_txn *t) {
+    noodle_error err;
+    assert_ok(noodle_txn_commit(t, &err), &err);
+    noodle_txn_end(t);
+}
+
+/* One transaction on c at iso that commits row id. */
+static void commit_row(noodle_conn *c, noodle_isolation iso, int64_t id) {
+    noodle_txn t;
+    begin_with_row(c, iso, &t, id);
+    commit_end(&t);
+}
+
 /* Every operation on a level that ended fails with 6032. */
 static void assert_level_ended(noodle_txn *t) {
     noodle_error err;
@@ -476,12 +504,7 @@ static void an_isolation_level_the_backend_cannot_give_is_refused_with_5013(void
         noodle_txn_end(&t);
     }
     /* the connection is as good as before */
-    noodle_txn t;
-    noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_SERIALIZABLE, &t, &err), &err);
-    tx_insert(&t, 1);
-    assert_ok(noodle_txn_commit(&t, &err), &err);
-    noodle_txn_end(&t);
+    commit_row(f->c, NOODLE_ISOLATION_SERIALIZABLE, 1);
     assert_committed(BIT(1), "after the refusals");
 }
 
@@ -532,12 +555,9 @@ static void committing_a_level_with_an_inner_level_open_fails_with_6033_and_chan
     fixture *f = *state;
     noodle_txn root, l1, l2;
     noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 2);
-    assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-    tx_insert(&l2, 3);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+    nest_with_row(&root, &l1, 2);
+    nest_with_row(&l1, &l2, 3);
     assert_code(noodle_txn_commit(&root, &err), &err, NOODLE_E_TXN_INNER_OPEN);
     assert_code(noodle_txn_commit(&l1, &err), &err, NOODLE_E_TXN_INNER_OPEN);
     assert_true(noodle_txn_is_active(&root));
@@ -567,16 +587,13 @@ static void a_level_that_ended_fails_with_6032(void **state) {
     fixture *f = *state;
     noodle_txn root, l1, l2;
     noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 2);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+    nest_with_row(&root, &l1, 2);
     assert_ok(noodle_txn_commit(&l1, &err), &err);
     assert_int_equal(l1.state, NOODLE_TXN_COMMITTED);
     assert_level_ended(&l1); /* committed */
     assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-    tx_insert(&l2, 3);
+    nest_with_row(&l1, &l2, 3);
     assert_ok(noodle_txn_rollback(&l1, &err), &err);
     assert_level_ended(&l1); /* rolled back */
     assert_level_ended(&l2); /* inside a level that rolled back */
@@ -587,8 +604,7 @@ static void a_level_that_ended_fails_with_6032(void **state) {
     assert_committed(BIT(1) | BIT(2) | BIT(4), "the levels that committed");
 
     /* a rolled back root */
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 5);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 5);
     assert_ok(noodle_txn_rollback(&root, &err), &err);
     assert_int_equal(root.state, NOODLE_TXN_ROLLED_BACK);
     assert_level_ended(&root);
@@ -612,16 +628,14 @@ static void a_level_that_ended_fails_with_6032(void **state) {
 
     /* a second root on a connection already inside a transaction: 6031,
      * and the first is untouched */
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 6);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 6);
     noodle_txn second;
     assert_code(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &second, &err), &err,
                 NOODLE_E_TXN_INVALID_ARGUMENT);
     assert_false(noodle_txn_is_active(&second));
     noodle_txn_end(&second);
     assert_true(noodle_txn_is_active(&root));
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     assert_committed(BIT(1) | BIT(2) | BIT(4) | BIT(6), "at the end");
 }
 
@@ -631,8 +645,7 @@ static void a_statement_on_a_level_that_is_not_the_innermost_fails_with_6036(voi
     noodle_txn root, l1, l2, x;
     noodle_error err;
     noodle_rows *r = NULL;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
     assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
     assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
     assert_code(tx_insert_rc(&root, 2, &err), &err, NOODLE_E_TXN_NOT_INNERMOST);
@@ -652,8 +665,7 @@ static void a_statement_on_a_level_that_is_not_the_innermost_fails_with_6036(voi
     tx_insert(&l1, 5); /* innermost again */
     assert_ok(noodle_txn_commit(&l1, &err), &err);
     tx_insert(&root, 6);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     assert_committed(BIT(1) | BIT(4) | BIT(5) | BIT(6), "after the refusals");
 }
 
@@ -685,10 +697,8 @@ static void using_a_transaction_from_another_thread_fails_with_6034_and_changes_
     fixture *f = *state;
     noodle_txn root, inner;
     noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &inner, &err), &err);
-    tx_insert(&inner, 2);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+    nest_with_row(&root, &inner, 2);
     intruder in = {.root = &root, .inner = &inner};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, intrude, &in), 0);
@@ -702,8 +712,7 @@ static void using_a_transaction_from_another_thread_fails_with_6034_and_changes_
     assert_int_equal(tx_count(&inner), 2);
     tx_insert(&inner, 4);
     assert_ok(noodle_txn_commit(&inner, &err), &err);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     assert_committed(BIT(1) | BIT(2) | BIT(4), "the owner's rows only");
 }
 
@@ -715,12 +724,9 @@ static void a_failing_statement_rolls_back_only_its_nested_level(void **state) {
     fixture *f = *state;
     noodle_txn root, l1, l2;
     noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 2);
-    assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-    tx_insert(&l2, 3);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+    nest_with_row(&root, &l1, 2);
+    nest_with_row(&l1, &l2, 3);
     tx_insert(&l2, 4);
     assert_code(tx_insert_rc(&l2, 1, &err), &err, NOODLE_E_QUERY_CONSTRAINT); /* duplicate key */
     assert_contains(err.message, "rolled back");
@@ -730,8 +736,7 @@ static void a_failing_statement_rolls_back_only_its_nested_level(void **state) {
     assert_int_equal(tx_count(&l1), 2);
     tx_insert(&l1, 5);
     /* a syntax error one level up: that level goes too */
-    assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-    tx_insert(&l2, 6);
+    nest_with_row(&l1, &l2, 6);
     noodle_rows *r = NULL;
     assert_code(noodle_txn_execute(&l2, "SELEKT nothing", NULL, 0, &r, &err), &err,
                 NOODLE_E_QUERY_SYNTAX);
@@ -739,8 +744,7 @@ static void a_failing_statement_rolls_back_only_its_nested_level(void **state) {
     assert_level_ended(&l2);
     assert_ok(noodle_txn_commit(&l1, &err), &err);
     tx_insert(&root, 7);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     assert_committed(BIT(1) | BIT(2) | BIT(5) | BIT(7), "after two failed nested levels");
 }
 
@@ -750,8 +754,7 @@ static void a_failing_statement_in_the_root_rolls_back_the_whole_transaction(voi
     fixture *f = *state;
     noodle_txn root;
     noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
     tx_insert(&root, 2);
     assert_code(tx_insert_rc(&root, 1, &err), &err, NOODLE_E_QUERY_CONSTRAINT);
     assert_contains(err.message, "the transaction was rolled back");
@@ -761,17 +764,13 @@ static void a_failing_statement_in_the_root_rolls_back_the_whole_transaction(voi
     assert_committed(0, "after a failed statement in the root");
 
     noodle_rows *r = NULL;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_SERIALIZABLE, &root, &err), &err);
-    tx_insert(&root, 3);
+    begin_with_row(f->c, NOODLE_ISOLATION_SERIALIZABLE, &root, 3);
     assert_code(noodle_txn_execute(&root, "SELECT nope FROM no_such_table", NULL, 0, &r, &err), &err,
                 NOODLE_E_QUERY_SYNTAX);
     assert_level_ended(&root);
     assert_false(noodle_conn_in_transaction(f->c));
     /* the connection is usable */
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 9);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_row(f->c, NOODLE_ISOLATION_DEFAULT, 9);
     assert_committed(BIT(9), "only the last transaction");
 }
 
@@ -779,28 +778,20 @@ static void a_failing_statement_in_the_root_rolls_back_the_whole_transaction(voi
 static void ending_a_level_without_committing_rolls_it_back(void **state) {
     fixture *f = *state;
     noodle_txn root, l1, l2;
-    noodle_error err;
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 2);
-    assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-    tx_insert(&l2, 3);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+    nest_with_row(&root, &l1, 2);
+    nest_with_row(&l1, &l2, 3);
     noodle_txn_end(&l2); /* end of l2's scope */
     assert_level_ended(&l2);
     assert_int_equal(tx_count(&l1), 2);
-    assert_ok(noodle_txn_commit(&l1, &err), &err);
-    noodle_txn_end(&l1); /* committed: nothing to do */
+    commit_end(&l1); /* its end after the commit: nothing to do */
     tx_insert(&root, 4);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     assert_committed(BIT(1) | BIT(2) | BIT(4), "after ending l2");
 
     /* ending the root ends everything inside it */
-    assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-    tx_insert(&root, 5);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 6);
+    begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 5);
+    nest_with_row(&root, &l1, 6);
     noodle_txn_end(&root);
     assert_level_ended(&root);
     assert_level_ended(&l1);
@@ -817,10 +808,8 @@ static void releasing_a_connection_inside_a_transaction_rolls_it_back(void **sta
     noodle_error err;
     assert_ok(noodle_pool_acquire(pool, &c, &err), &err);
     noodle_txn root, l1;
-    assert_ok(noodle_txn_begin(c, NOODLE_ISOLATION_SERIALIZABLE, &root, &err), &err);
-    tx_insert(&root, 1);
-    assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-    tx_insert(&l1, 2);
+    begin_with_row(c, NOODLE_ISOLATION_SERIALIZABLE, &root, 1);
+    nest_with_row(&root, &l1, 2);
     noodle_pool_release(pool, &c); /* the levels are abandoned, not ended */
     assert_null(c);
     assert_committed(0, "after the release");
@@ -830,8 +819,7 @@ static void releasing_a_connection_inside_a_transaction_rolls_it_back(void **sta
     assert_ok(noodle_txn_begin(c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
     assert_int_equal(tx_count(&root), 0);
     tx_insert(&root, 3);
-    assert_ok(noodle_txn_commit(&root, &err), &err);
-    noodle_txn_end(&root);
+    commit_end(&root);
     noodle_pool_release(pool, &c);
     noodle_pool_close(pool);
     assert_committed(BIT(3), "the next user's row");
@@ -851,12 +839,9 @@ static void a_commit_sent_as_sql_ends_every_level_with_6037(void **state) {
         exec_ok(f->c, "DELETE FROM txn_t");
         noodle_txn root, l1, l2;
         noodle_error err;
-        assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-        tx_insert(&root, 1);
-        assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-        tx_insert(&l1, 2);
-        assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-        tx_insert(&l2, 3);
+        begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+        nest_with_row(&root, &l1, 2);
+        nest_with_row(&l1, &l2, 3);
         noodle_rows *r = NULL;
         assert_code(noodle_txn_execute(&l2, stmts[i], NULL, 0, &r, &err), &err,
                     NOODLE_E_TXN_ENDED_BY_SERVER);
@@ -868,10 +853,7 @@ static void a_commit_sent_as_sql_ends_every_level_with_6037(void **state) {
         /* what the server did stands */
         assert_committed(i == 0 ? BIT(1) | BIT(2) | BIT(3) : 0, "after %s sent as SQL", stmts[i]);
         /* and the connection goes on: a transaction, and a plain statement */
-        assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-        tx_insert(&root, 10);
-        assert_ok(noodle_txn_commit(&root, &err), &err);
-        noodle_txn_end(&root);
+        commit_row(f->c, NOODLE_ISOLATION_DEFAULT, 10);
         exec_ok(f->c, "INSERT INTO txn_t (id, v) VALUES (11, 'autocommit')");
         assert_committed((i == 0 ? BIT(1) | BIT(2) | BIT(3) : 0) | BIT(10) | BIT(11),
                          "after a new transaction following %s", stmts[i]);
@@ -918,6 +900,21 @@ static void assert_fail_point_error(int rc, const noodle_error *err, int code, c
 
 static bool conn_broken(const fixture *f) { return noodle_conn_get_state(f->c) == NOODLE_CONN_BROKEN; }
 
+/* The armed op fired exactly once and its failure surfaced as rc/err (see
+ * assert_fail_point_error); every point is disarmed. */
+static void fp_expect_failure(int rc, const noodle_error *err, int code, const char *op) {
+    assert_int_equal(fp_fired(op), 1);
+    fp_disarm_all();
+    assert_fail_point_error(rc, err, code, op);
+}
+
+/* A connection-fatal code (0: the point's default) broke the connection,
+ * which is then replaced; a statement-level one left it usable. */
+static void renew_if_broken_by(fixture *f, int code) {
+    assert_int_equal(conn_broken(f), code == 0);
+    if (conn_broken(f)) renew_conn(f);
+}
+
 /* BEGIN fails: nothing begins, the connection is left outside any
  * transaction (and usable, unless the code broke it). */
 static void a_failing_begin_begins_nothing(void **state) {
@@ -928,19 +925,15 @@ static void a_failing_begin_begins_nothing(void **state) {
         noodle_error err;
         fp_arm("begin", code, 1, 1);
         int rc = noodle_txn_begin(f->c, NOODLE_ISOLATION_SERIALIZABLE, &t, &err);
-        assert_int_equal(fp_fired("begin"), 1);
-        fp_disarm_all();
-        assert_fail_point_error(rc, &err, code, "begin");
+        fp_expect_failure(rc, &err, code, "begin");
         assert_contains(err.detail, "fail point");
         assert_false(noodle_txn_is_active(&t));
         noodle_txn_end(&t);
         assert_false(noodle_conn_in_transaction(f->c));
-        assert_int_equal(conn_broken(f), code == 0);
-        if (conn_broken(f)) renew_conn(f);
+        renew_if_broken_by(f, code);
         assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_SERIALIZABLE, &t, &err), &err);
         tx_insert(&t, (int64_t)ci);
-        assert_ok(noodle_txn_commit(&t, &err), &err);
-        noodle_txn_end(&t);
+        commit_end(&t);
     }
     assert_committed(BIT(0) | BIT(1), "one transaction after each failed begin");
 }
@@ -985,8 +978,7 @@ static void a_failing_statement_leaves_no_partial_writes_of_its_level(void **sta
                     assert_false(noodle_conn_in_transaction(f->c));
                 }
                 noodle_txn_end(&root);
-                assert_int_equal(conn_broken(f), code == 0);
-                if (conn_broken(f)) renew_conn(f);
+                renew_if_broken_by(f, code);
                 assert_committed(want, "code %d, depth %d, statement %d failed", code, depth, nth);
             }
         }
@@ -1003,19 +995,15 @@ static void a_failing_savepoint_rolls_back_the_level_it_was_taken_in(void **stat
             exec_ok(f->c, "DELETE FROM txn_t");
             noodle_txn root, l1, x;
             noodle_error err;
-            assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-            tx_insert(&root, 1);
+            begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
             noodle_txn *parent = &root;
             if (depth == 1) {
-                assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-                tx_insert(&l1, 2);
+                nest_with_row(&root, &l1, 2);
                 parent = &l1;
             }
             fp_arm("savepoint", code, 1, 1);
             int rc = noodle_txn_begin_nested(parent, &x, &err);
-            assert_int_equal(fp_fired("savepoint"), 1);
-            fp_disarm_all();
-            assert_fail_point_error(rc, &err, code, "savepoint");
+            fp_expect_failure(rc, &err, code, "savepoint");
             assert_false(noodle_txn_is_active(&x));
             noodle_txn_end(&x);
             assert_level_ended(parent);
@@ -1031,8 +1019,7 @@ static void a_failing_savepoint_rolls_back_the_level_it_was_taken_in(void **stat
                 assert_false(noodle_conn_in_transaction(f->c));
             }
             noodle_txn_end(&root);
-            assert_int_equal(conn_broken(f), code == 0);
-            if (conn_broken(f)) renew_conn(f);
+            renew_if_broken_by(f, code);
             assert_committed(want, "code %d, savepoint at depth %d failed", code, depth);
         }
     }
@@ -1047,18 +1034,13 @@ static void a_failing_release_rolls_back_the_nested_level(void **state) {
         exec_ok(f->c, "DELETE FROM txn_t");
         noodle_txn root, l1, l2;
         noodle_error err;
-        assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-        tx_insert(&root, 1);
-        assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-        tx_insert(&l1, 2);
-        assert_ok(noodle_txn_begin_nested(&l1, &l2, &err), &err);
-        tx_insert(&l2, 3);
+        begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+        nest_with_row(&root, &l1, 2);
+        nest_with_row(&l1, &l2, 3);
         tx_insert(&l2, 4);
         fp_arm("release", code, 1, 1);
         int rc = noodle_txn_commit(&l2, &err);
-        assert_int_equal(fp_fired("release"), 1);
-        fp_disarm_all();
-        assert_fail_point_error(rc, &err, code, "release");
+        fp_expect_failure(rc, &err, code, "release");
         assert_level_ended(&l2);
         uint64_t want = 0;
         if (code != 0) {
@@ -1073,8 +1055,7 @@ static void a_failing_release_rolls_back_the_nested_level(void **state) {
         }
         noodle_txn_end(&root);
         assert_false(noodle_conn_in_transaction(f->c));
-        assert_int_equal(conn_broken(f), code == 0);
-        if (conn_broken(f)) renew_conn(f);
+        renew_if_broken_by(f, code);
         assert_committed(want, "code %d, release failed", code);
     }
 }
@@ -1087,22 +1068,17 @@ static void a_failing_commit_commits_nothing(void **state) {
         int code = fp_codes[ci];
         noodle_txn root, l1;
         noodle_error err;
-        assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_SERIALIZABLE, &root, &err), &err);
-        tx_insert(&root, 1);
-        assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-        tx_insert(&l1, 2);
+        begin_with_row(f->c, NOODLE_ISOLATION_SERIALIZABLE, &root, 1);
+        nest_with_row(&root, &l1, 2);
         assert_ok(noodle_txn_commit(&l1, &err), &err);
         fp_arm("commit", code, 1, 1);
         int rc = noodle_txn_commit(&root, &err);
-        assert_int_equal(fp_fired("commit"), 1);
-        fp_disarm_all();
-        assert_fail_point_error(rc, &err, code, "commit");
+        fp_expect_failure(rc, &err, code, "commit");
         assert_int_equal(root.state, NOODLE_TXN_ROLLED_BACK);
         assert_level_ended(&root);
         noodle_txn_end(&root);
         assert_false(noodle_conn_in_transaction(f->c));
-        assert_int_equal(conn_broken(f), code == 0);
-        if (conn_broken(f)) renew_conn(f);
+        renew_if_broken_by(f, code);
         assert_committed(0, "code %d, commit failed", code);
     }
 }
@@ -1118,10 +1094,8 @@ static void a_nested_level_whose_rollback_failed_is_never_committed(void **state
         exec_ok(f->c, "DELETE FROM txn_t");
         noodle_txn root, l1;
         noodle_error err;
-        assert_ok(noodle_txn_begin(f->c, NOODLE_ISOLATION_DEFAULT, &root, &err), &err);
-        tx_insert(&root, 1);
-        assert_ok(noodle_txn_begin_nested(&root, &l1, &err), &err);
-        tx_insert(&l1, 2);
+        begin_with_row(f->c, NOODLE_ISOLATION_DEFAULT, &root, 1);
+        nest_with_row(&root, &l1, 2);
         fp_arm("rollback_to", NOODLE_E_QUERY_FAILED, 1, 1);
         int rc;
         if (via_statement) {
@@ -1195,6 +1169,22 @@ static noodle_txn_options run_options(int max_attempts) {
     return o;
 }
 
+/* noodle_txn_run of w with op's fail point armed (code) on its first count
+ * calls; disarmed again before it returns. */
+static int run_armed(noodle_pool *pool, noodle_txn_options *o, work *w, const char *op, int code,
+                     int count, noodle_error *err) {
+    fp_arm(op, code, 1, count);
+    int rc = noodle_txn_run(pool, o, work_fn, w, err);
+    fp_disarm_all();
+    return rc;
+}
+
+/* The run took attempts attempts and called the work calls times. */
+static void assert_attempts(const noodle_txn_options *o, int attempts, const work *w, int calls) {
+    assert_int_equal(o->attempts, attempts);
+    assert_int_equal(w->calls, calls);
+}
+
 static void run_commits_the_work_of_its_function(void **state) {
     (void)state;
     noodle_pool *pool = open_pool(2);
@@ -1203,8 +1193,7 @@ static void run_commits_the_work_of_its_function(void **state) {
     noodle_txn_options o = run_options(0);
     o.attempts = -7; /* out only */
     assert_ok(noodle_txn_run(pool, &o, work_fn, &w, &err), &err);
-    assert_int_equal(o.attempts, 1);
-    assert_int_equal(w.calls, 1);
+    assert_attempts(&o, 1, &w, 1);
     /* without options: the defaults */
     work w2 = {.id = 2};
     assert_ok(noodle_txn_run(pool, NULL, work_fn, &w2, &err), &err);
@@ -1223,8 +1212,7 @@ static void run_rolls_back_when_the_function_returns_a_code(void **state) {
     noodle_txn_options o = run_options(5);
     assert_code(noodle_txn_run(pool, &o, work_fn, &w, &err), &err, NOODLE_E_QUERY_DATA);
     assert_contains(err.message, "returned 5010");
-    assert_int_equal(o.attempts, 1);
-    assert_int_equal(w.calls, 1);
+    assert_attempts(&o, 1, &w, 1);
     /* its own error is kept */
     work w2 = {.id = 2, .fail_with = NOODLE_E_QUERY_CONSTRAINT, .set_error = true};
     assert_code(noodle_txn_run(pool, &o, work_fn, &w2, &err), &err, NOODLE_E_QUERY_CONSTRAINT);
@@ -1248,12 +1236,9 @@ static void run_retries_conflicts_until_an_attempt_commits(void **state) {
     for (int i = 0; i < 2; i++) {
         work w = {.id = 1 + i};
         noodle_txn_options o = run_options(5);
-        fp_arm(where[i], NOODLE_E_QUERY_SERIALIZATION, 1, 2);
-        int rc = noodle_txn_run(pool, &o, work_fn, &w, &err);
-        fp_disarm_all();
+        int rc = run_armed(pool, &o, &w, where[i], NOODLE_E_QUERY_SERIALIZATION, 2, &err);
         assert_ok(rc, &err);
-        assert_int_equal(o.attempts, 3);
-        assert_int_equal(w.calls, 3);
+        assert_attempts(&o, 3, &w, 3);
     }
     /* the work itself reports a deadlock, then a busy database */
     work w = {.id = 3, .fail_with = NOODLE_E_QUERY_DEADLOCK, .fail_calls = 1, .set_error = true};
@@ -1287,8 +1272,7 @@ static void run_retries_conflicts_injected_by_the_mock_node(void **state) {
         noodle_txn_options o = run_options(5);
         assert_ok(noodle_mock_fail_next(NODE, each[i].op, 2, each[i].code, &err), &err);
         assert_ok(noodle_txn_run(pool, &o, work_fn, &w, &err), &err);
-        assert_int_equal(o.attempts, 3);
-        assert_int_equal(w.calls, each[i].op == NOODLE_MOCK_OP_BEGIN ? 1 : 3);
+        assert_attempts(&o, 3, &w, each[i].op == NOODLE_MOCK_OP_BEGIN ? 1 : 3);
     }
     noodle_pool_close(pool);
     assert_committed(BIT(1) | BIT(2) | BIT(3) | BIT(4), "after the retries");
@@ -1303,12 +1287,9 @@ static void run_gives_up_after_max_attempts_with_6035_naming_the_last_conflict(v
     noodle_error err;
     work w = {.id = 1};
     noodle_txn_options o = run_options(3);
-    fp_arm("commit", NOODLE_E_QUERY_SERIALIZATION, 1, 1000);
-    int rc = noodle_txn_run(pool, &o, work_fn, &w, &err);
-    fp_disarm_all();
+    int rc = run_armed(pool, &o, &w, "commit", NOODLE_E_QUERY_SERIALIZATION, 1000, &err);
     assert_code(rc, &err, NOODLE_E_TXN_RETRIES_EXHAUSTED);
-    assert_int_equal(o.attempts, 3);
-    assert_int_equal(w.calls, 3);
+    assert_attempts(&o, 3, &w, 3);
     assert_contains(err.message, "3 attempts");
     assert_contains(err.message, "NOODLE-5003");
     /* the default is 5 attempts */
@@ -1349,12 +1330,9 @@ static void run_does_not_retry_a_code_that_is_not_a_conflict(void **state) {
     for (int i = 0; i < 4; i++) {
         work w = {.id = 1 + i};
         noodle_txn_options o = run_options(5);
-        fp_arm(each[i].op, each[i].code, 1, 1000);
-        int rc = noodle_txn_run(pool, &o, work_fn, &w, &err);
-        fp_disarm_all();
+        int rc = run_armed(pool, &o, &w, each[i].op, each[i].code, 1000, &err);
         assert_code(rc, &err, each[i].want);
-        assert_int_equal(o.attempts, 1);
-        assert_int_equal(w.calls, each[i].calls);
+        assert_attempts(&o, 1, &w, each[i].calls);
     }
     noodle_pool_close(pool);
     assert_committed(0, "nothing after non-retryable failures");
@@ -1378,8 +1356,7 @@ static void run_returns_4015_at_once_when_the_commit_outcome_is_unknown(void **s
     int rc = noodle_txn_run(pool, &o, work_fn, &w, &err);
     fp_disarm_all();
     assert_code(rc, &err, NOODLE_E_OUTCOME_UNKNOWN);
-    assert_int_equal(o.attempts, 1);
-    assert_int_equal(w.calls, 1);
+    assert_attempts(&o, 1, &w, 1);
     noodle_pool_close(pool);
     if (kind == B_MOCK) {
         /* it was applied, once */
@@ -1408,8 +1385,7 @@ static void run_returns_4015_when_postgres_loses_the_connection_during_commit(vo
     noodle_txn_options o = run_options(5);
     assert_code(noodle_txn_run(pool, &o, work_fn, &w, &err), &err, NOODLE_E_OUTCOME_UNKNOWN);
     assert_contains(err.message, "may or may not");
-    assert_int_equal(o.attempts, 1);
-    assert_int_equal(w.calls, 1);
+    assert_attempts(&o, 1, &w, 1);
     noodle_pool_close(pool);
     assert_committed(0, "the session died before its commit");
 }

@@ -6,6 +6,12 @@
  * may grow (realloc) while rows are appended, which is fine because cells are
  * only handed out after the result is complete.
  *
+ * One allocation serves the common result: the struct, the column-name
+ * array, room for INLINE_ROWS rows of cells and a first byte chunk of
+ * INLINE_BYTES live in one block (a point select costs one malloc, not
+ * four); more rows move the cells to an array of their own, more bytes add
+ * chunks.
+ *
  * TEXT cells are stored with a terminating NUL (not counted in len), so a
  * caller may use them as C strings when the text holds no NUL.
  *
@@ -14,6 +20,7 @@
  * refusal is NOODLE_E_QUERY_RESULT_ACCESS with the row, the column (index
  * and name) and both types in the message.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +34,9 @@ typedef struct chunk {
     unsigned char data[];
 } chunk;
 
+#define INLINE_ROWS 1
+#define INLINE_BYTES 256
+
 struct noodle_rows {
     size_t ncols;
     const char **names; /* in the byte chunks */
@@ -34,6 +44,8 @@ struct noodle_rows {
     size_t nrows, cap_rows;
     int64_t affected;
     chunk *bytes;
+    noodle_value *inline_cells; /* in this block: not freed on their own */
+    chunk *inline_chunk;        /* in this block: not freed on its own */
 };
 
 static const noodle_value null_value = {.type = NOODLE_TYPE_NULL};
@@ -64,30 +76,45 @@ const char *noodle_type_name(noodle_type t) {
     return "invalid";
 }
 
+/* Round n up to the alignment of anything stored after it in the block. */
+static size_t aligned(size_t n) {
+    size_t a = _Alignof(max_align_t);
+    return (n + a - 1) / a * a;
+}
+
 int noodle_rows_new(size_t ncols, noodle_rows **out, noodle_error *err) {
     *out = NULL;
-    noodle_rows *r = calloc(1, sizeof *r);
-    if (r == NULL) goto fail;
+    if (ncols > (SIZE_MAX / 4) / (sizeof(const char *) + INLINE_ROWS * sizeof(noodle_value)))
+        goto fail;
+    size_t names_at = aligned(sizeof(noodle_rows));
+    size_t cells_at = aligned(names_at + ncols * sizeof(const char *));
+    size_t chunk_at = aligned(cells_at + INLINE_ROWS * ncols * sizeof(noodle_value));
+    size_t size = chunk_at + sizeof(chunk) + INLINE_BYTES;
+    unsigned char *block = malloc(size);
+    if (block == NULL) goto fail;
+    noodle_rows *r = (noodle_rows *)block;
+    memset(r, 0, sizeof *r);
     r->ncols = ncols;
-    if (ncols > 0) {
-        r->names = calloc(ncols, sizeof *r->names);
-        if (r->names == NULL) goto fail_rows;
-    }
+    r->names = (const char **)(block + names_at);
+    for (size_t i = 0; i < ncols; i++) r->names[i] = NULL;
+    r->cells = r->inline_cells = (noodle_value *)(block + cells_at);
+    r->cap_rows = INLINE_ROWS;
+    r->bytes = r->inline_chunk = (chunk *)(block + chunk_at);
+    r->bytes->next = NULL;
+    r->bytes->used = 0;
+    r->bytes->cap = INLINE_BYTES;
     *out = r;
     return 0;
-fail_rows:
-    free(r);
 fail:
     return NOODLE_ERR(err, NOODLE_E_BACKEND_NO_MEMORY, "out of memory allocating a result");
 }
 
 void noodle_rows_free(noodle_rows *r) {
     if (r == NULL) return;
-    free(r->names);
-    free(r->cells);
+    if (r->cells != r->inline_cells) free(r->cells);
     for (chunk *c = r->bytes, *next; c != NULL; c = next) {
         next = c->next;
-        free(c);
+        if (c != r->inline_chunk) free(c);
     }
     free(r);
 }
@@ -134,9 +161,16 @@ int noodle_rows_set_column_name(noodle_rows *r, size_t col, const char *name, no
 
 int noodle_rows_append(noodle_rows *r, const noodle_value *cells, noodle_error *err) {
     if (r->nrows == r->cap_rows) {
-        size_t cap = r->cap_rows ? r->cap_rows * 2 : 16;
+        size_t cap = r->cap_rows < 8 ? 16 : r->cap_rows * 2;
         if (r->ncols > 0 && cap > SIZE_MAX / sizeof(noodle_value) / r->ncols) goto oom;
-        noodle_value *n = realloc(r->cells, cap * (r->ncols ? r->ncols : 1) * sizeof *n);
+        size_t width = r->ncols ? r->ncols : 1;
+        noodle_value *n;
+        if (r->cells == r->inline_cells) { /* leave the block: copy the inline rows out */
+            n = malloc(cap * width * sizeof *n);
+            if (n != NULL && r->nrows > 0) memcpy(n, r->cells, r->nrows * r->ncols * sizeof *n);
+        } else {
+            n = realloc(r->cells, cap * width * sizeof *n);
+        }
         if (n == NULL) goto oom;
         r->cells = n;
         r->cap_rows = cap;

@@ -2395,10 +2395,33 @@ static noodle_role role_of(bool in_recovery, bool read_only) {
     return read_only ? NOODLE_ROLE_READ_ONLY : NOODLE_ROLE_PRIMARY;
 }
 
+static bool param_on(PGconn *conn, const char *name) {
+    const char *v = PQparameterStatus(conn, name);
+    return v != NULL && strcmp(v, "on") == 0;
+}
+
+/* The role. PostgreSQL 14 and later report in_hot_standby and
+ * default_transaction_read_only to the client whenever they change
+ * (promotion, a reload after ALTER SYSTEM); the values are current once the
+ * server has answered a statement, so a trivial round trip -- which a probe
+ * needs anyway to prove the server answers -- refreshes them. Older servers
+ * are asked with a query. */
 static int pg_role(void *handle, int64_t deadline, noodle_role *out, noodle_error *err) {
     PGresult *res = NULL;
     int rc;
     *out = NOODLE_ROLE_UNKNOWN;
+    PGconn *conn = noodle__pg_conn(handle);
+    if (conn != NULL && PQparameterStatus(conn, "in_hot_standby") != NULL) {
+        rc = run_command(handle, "role probe", "SELECT 1", deadline, &res, err);
+        if (rc != 0) return rc;
+        PQclear(res);
+        conn = noodle__pg_conn(handle);
+        if (conn == NULL) /* cannot happen after a successful command; be safe */
+            return NOODLE_ERR(err, NOODLE_E_CONNECTION_BROKEN, "role probe: connection closed");
+        *out = role_of(param_on(conn, "in_hot_standby"),
+                       param_on(conn, "default_transaction_read_only"));
+        return 0;
+    }
     rc = run_command(handle, "role query",
                      "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
                      deadline, &res, err);

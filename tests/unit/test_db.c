@@ -1404,6 +1404,15 @@ static void one_db_serves_many_threads_at_once(void **state) {
                      THREADS * OPS_PER_THREAD);
 }
 
+
+/* Node i of the cluster answered a probe as a standby. */
+static bool standby_known(noodle_cluster *cl, size_t i) {
+    noodle_cluster_node_info info;
+    noodle_error err;
+    return noodle_cluster_node(cl, i, &info, &err) == 0 && info.up &&
+           info.role == NOODLE_ROLE_STANDBY;
+}
+
 /* ---- the mock only: faults and routing ------------------------------------------------------- */
 
 static void a_slow_statement_is_cut_by_call_timeout_with_4004(void **state) {
@@ -1483,6 +1492,10 @@ on_a_cluster_writes_and_crud_reads_go_to_the_primary_and_query_read_to_a_standby
     int rc = noodle_cluster_open(&co, &cl, &err);
     noodle_config_free(&cfg);
     assert_ok(rc, &err);
+    /* wait_for_primary returns once the primary is known; the standby may
+     * not have answered its first probe yet */
+    WAIT_FOR(standby_known(cl, 1), 5000);
+    assert_true(standby_known(cl, 1));
     noodle_db_options dopts = NOODLE_DB_OPTIONS_INIT;
     dopts.cluster = cl;
     noodle_db *cdb = NULL;

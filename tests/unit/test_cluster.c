@@ -498,6 +498,15 @@ static size_t breaker_states(recorder *r, int node, noodle_breaker_state *out, s
     return k;
 }
 
+/* The last breaker state recorded for node, or -1. Observers hear of a
+ * change just after the cluster shows it (events go out after the lock is
+ * released), so a test that saw the state waits for the event too. */
+static int last_breaker(recorder *r, int node) {
+    noodle_breaker_state seq[256];
+    size_t n = breaker_states(r, node, seq, 256);
+    return n > 0 ? (int)seq[n - 1] : -1;
+}
+
 /* Every step of the breaker sequence is an edge of the documented machine:
  * closed -> open -> half-open -> (closed | open). Returns false otherwise. */
 static bool breaker_sequence_valid(const noodle_breaker_state *s, size_t n) {
@@ -1440,6 +1449,7 @@ static void a_crashed_nodes_breaker_opens_refuses_then_half_opens_closes_and_slo
     assert_int_equal(node_info(cl, 0).consecutive_failures, 0);
 
     /* the breaker went open -> half-open (-> open -> half-open)* -> closed */
+    WAIT_FOR(last_breaker(rec, 0) == NOODLE_BREAKER_CLOSED, 3000);
     noodle_breaker_state seq[64];
     size_t n = breaker_states(rec, 0, seq, 64);
     if (n < 3 || !breaker_sequence_valid(seq, n)) dump_events(rec);
@@ -1661,6 +1671,7 @@ static void fail_point_breaker_half_open_keeps_the_breaker_open(void **state) {
     assert_false(node_info(cl, 1).up); /* no trial went to it */
     assert_int_equal(fp_disable("cluster/breaker/half_open"), 0);
     await_breaker(cl, 1, NOODLE_BREAKER_CLOSED, 3000);
+    WAIT_FOR(last_breaker(rec, 1) == NOODLE_BREAKER_CLOSED, 3000);
     n = breaker_states(rec, 1, seq, 64);
     assert_true(breaker_sequence_valid(seq, n));
     assert_int_equal(seq[n - 1], NOODLE_BREAKER_CLOSED);

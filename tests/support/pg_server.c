@@ -817,7 +817,11 @@ static int append_conf(const noodle_pg_server *s, int base) {
               "hot_standby = on\n"
               "wal_keep_size = 64MB\n"
               "wal_writer_delay = 10ms\n"
-              "wal_retrieve_retry_interval = 100ms\n",
+              "wal_retrieve_retry_interval = 100ms\n"
+              /* dynamic shared memory in the data directory (pg_dynshmem),
+               * removed with it: POSIX segments in /dev/shm outlive a
+               * server killed with SIGKILL, and tests kill many */
+              "dynamic_shared_memory_type = mmap\n",
               f);
     fprintf(f,
             "\n# noodle: this server\n"

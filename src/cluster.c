@@ -462,8 +462,10 @@ static int probe_fresh(noodle_cluster *cl, node *nd, int64_t deadline, noodle_ro
 
 /* Ask nd its role, on the prober's own connection (opened as needed), within
  * one probe deadline. No lock held. */
-static int probe(noodle_cluster *cl, node *nd, noodle_role *role, noodle_error *err) {
+static int probe(noodle_cluster *cl, node *nd, noodle_role *role, bool *sessions_lost,
+                 noodle_error *err) {
     *role = NOODLE_ROLE_UNKNOWN;
+    *sessions_lost = false;
     int rc = NOODLE_FAIL_AT(CLUSTER_ROLE_DETECT);
     if (rc != 0)
         return NOODLE_ERR(err, rc, "role probe of %s: fail point cluster/role_detect fired",
@@ -482,7 +484,12 @@ static int probe(noodle_cluster *cl, node *nd, noodle_role *role, noodle_error *
          * own (pg_terminate_backend): only a fresh connection's answer says
          * whether the node is reachable (a frozen node's deadline has
          * passed by now, so this costs it nothing more) */
-        if (noodle_code_is_connection_fatal(rc)) return probe_fresh(cl, nd, deadline, role, err);
+        if (noodle_code_is_connection_fatal(rc)) {
+            rc = probe_fresh(cl, nd, deadline, role, err);
+            /* the node answers, but its sessions of before were cut (a
+             * restart, a mass pg_terminate_backend): so are the pool's */
+            *sessions_lost = rc == 0;
+        }
     }
     return rc;
 }
@@ -592,7 +599,9 @@ static void *prober_main(void *arg) {
         noodle_role role = NOODLE_ROLE_UNKNOWN;
         noodle_error err;
         noodle_error_clear(&err);
-        int rc = go ? probe(cl, nd, &role, &err) : 0;
+        bool sessions_lost = false;
+        int rc = go ? probe(cl, nd, &role, &sessions_lost, &err) : 0;
+        if (sessions_lost) noodle_pool_bump_generation(nd->pool); /* idle ones closed now */
         pthread_mutex_lock(&cl->lock);
         actions_init(&a);
         if (go) apply_probe(cl, &a, nd, rc, role, &err);

@@ -10,7 +10,7 @@
  *  1. cl->lock guards the topology (roles, breakers, primary, generation,
  *     fencing). It is never held across backend I/O or a call into a pool:
  *     decisions are taken under the lock into an `actions` record, carried
- *     out after unlocking (retire the old primary's pool, emit events).
+ *     out after unlocking (retire a node's pool, emit events).
  *  2. The primary is the one node that reports PRIMARY, is not fenced and
  *     whose breaker is not open. When a second node reports PRIMARY, the one
  *     seen moving from STANDBY (in recovery) to PRIMARY -- a promotion --
@@ -120,19 +120,26 @@ struct noodle_cluster {
 
 /* What a decision taken under the lock leaves to do after unlocking. */
 typedef struct actions {
-    int retire;  /* node whose pool loses its primary connections, -1: none */
     int restore; /* node whose pool returns to full size and retries at once, -1 */
     size_t nredirect;
-    int redirect[MAX_EVENTS]; /* nodes that went down: sessions closed, waiters sent elsewhere */
+    int redirect[MAX_EVENTS]; /* nodes whose sessions are closed and waiters sent elsewhere */
     size_t nevents;
     noodle_cluster_event events[MAX_EVENTS];
     char messages[MAX_EVENTS][256];
 } actions;
 
 static void actions_init(actions *a) {
-    a->retire = a->restore = -1;
+    a->restore = -1;
     a->nredirect = 0;
     a->nevents = 0;
+}
+
+/* nd's pool must close its sessions and send its waiters elsewhere (it lost
+ * the primary role, went down, or its breaker opened). */
+static void redirect_later(actions *a, const node *nd) {
+    for (size_t i = 0; i < a->nredirect; i++)
+        if (a->redirect[i] == nd->index) return;
+    if (a->nredirect < MAX_EVENTS) a->redirect[a->nredirect++] = nd->index;
 }
 
 static int64_t ms_to_ns(int64_t ms) { return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000; }
@@ -199,13 +206,7 @@ static void event_message(actions *a, noodle_cluster_event *ev, const char *text
 
 /* Carry out a decision: with no cluster lock held. */
 static void act(noodle_cluster *cl, actions *a) {
-    if (a->retire >= 0) {
-        noodle_pool *p = cl->nodes[a->retire].pool;
-        noodle_pool_bump_generation(p);
-        noodle_pool_redirect_waiters(p);
-    }
-    for (size_t i = 0; i < a->nredirect; i++) { /* a node went down: its sessions are dead */
-        if (a->redirect[i] == a->retire) continue;
+    for (size_t i = 0; i < a->nredirect; i++) {
         noodle_pool *p = cl->nodes[a->redirect[i]].pool;
         noodle_pool_bump_generation(p);
         noodle_pool_redirect_waiters(p);
@@ -271,7 +272,7 @@ static void decide_primary(noodle_cluster *cl, actions *a) {
     cl->generation++;
     if (old >= 0) {
         cl->last_primary = old;
-        a->retire = old;
+        redirect_later(a, &cl->nodes[old]);
         if (cur < 0) {
             noodle_cluster_event *ev = add_event(cl, a, NOODLE_CLUSTER_EV_PRIMARY_LOST, &cl->nodes[old]);
             event_message(a, ev, cl->nodes[old].last_error[0] ? cl->nodes[old].last_error
@@ -300,12 +301,6 @@ static void breaker_event(noodle_cluster *cl, actions *a, node *nd, const char *
 
 static int64_t breaker_delay(noodle_cluster *cl, int64_t opens) {
     return noodle__backoff_delay(&cl->rng, cl->backoff_base, cl->backoff_max, opens);
-}
-
-static void redirect_later(actions *a, const node *nd) {
-    for (size_t i = 0; i < a->nredirect; i++)
-        if (a->redirect[i] == nd->index) return;
-    if (a->nredirect < MAX_EVENTS) a->redirect[a->nredirect++] = nd->index;
 }
 
 static void breaker_open(noodle_cluster *cl, actions *a, node *nd, int64_t now) {

@@ -790,19 +790,22 @@ int noodle_pool_acquire_at(noodle_pool *p, int64_t deadline, noodle_conn **out, 
 
 /* ---- release -------------------------------------------------------------------------------- */
 
+/* c's slot when c is a connection of this pool, else NULL. */
+static inline slot *slot_of(const noodle_pool *p, const noodle_conn *c) {
+    slot *s = noodle__conn_owner(c);
+    return s != NULL && s >= p->slots && s < p->slots + p->capacity && s->conn == c ? s : NULL;
+}
+
 bool noodle_pool_owns(const noodle_pool *p, const noodle_conn *c) {
-    if (p == NULL || c == NULL) return false;
-    const slot *s = noodle__conn_owner(c);
-    return s != NULL && s >= p->slots && s < p->slots + p->capacity && s->conn == c;
+    return p != NULL && c != NULL && slot_of(p, c) != NULL;
 }
 
 void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
     if (p == NULL || conn == NULL || *conn == NULL) return;
     noodle_conn *c = *conn;
     *conn = NULL;
-    slot *s = noodle__conn_owner(c);
-    if (s == NULL || s < p->slots || s >= p->slots + p->capacity || s->conn != c ||
-        slot_state(s) != S_IN_USE)
+    slot *s = slot_of(p, c);
+    if (s == NULL || slot_state(s) != S_IN_USE)
         return; /* not a connection this pool handed out (or released already) */
 
     int64_t now = hold_clock(p);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "noodle/noodle.h"
+#include "metrics_cmd.h"
 #include "noodle_mock.h"
 #include "selfcheck.h"
 
@@ -36,6 +37,16 @@ static const char usage_text[] =
     "      list every fail point a scenario can enable, with its default code\n"
     "  error-codes\n"
     "      print the error catalogue as Markdown (docs/error-codes.md)\n"
+    "  health --url URL [--backend sqlite|postgres] [--json] [--backup-dir DIR]\n"
+    "         [--checks LIST] [--expected-standbys N] [--timeout-ms N] [--full-integrity]\n"
+    "      run the health checks (connection, performance, integrity, space,\n"
+    "      backup, replication; LIST is comma-separated) and print the report;\n"
+    "      exit 0 healthy, 3 degraded, 4 unhealthy, 5 unknown (docs/health.md)\n"
+    "  metrics --url URL [--backend sqlite|postgres] [--json|--prometheus]\n"
+    "          [--sql FILE] [--query SQL]... [--repeat N] [--threads N] [--txn-every N]\n"
+    "      run the statements (default SELECT 1) N times on T threads through the\n"
+    "      whole stack with the performance monitor watching, then print its\n"
+    "      metrics as Prometheus text (default) or JSON (docs/monitor.md)\n"
     "\n"
     "Configuration comes from NOODLE_DB_* environment variables (see\n"
     "docs/configuration.md). Exit codes: 0 ok, 1 a check failed, 2 usage or\n"
@@ -215,6 +226,94 @@ static int cmd_selfcheck(int argc, char **argv) {
     return 0;
 }
 
+/* health: exit status by overall status (docs/health.md). */
+static int health_exit(noodle_health_status s) {
+    switch (s) {
+    case NOODLE_HEALTH_HEALTHY: return 0;
+    case NOODLE_HEALTH_DEGRADED: return 3;
+    case NOODLE_HEALTH_UNHEALTHY: return 4;
+    default: return 5;
+    }
+}
+
+static int health_args(int argc, char **argv, noodle_config_options *co, noodle_health_options *ho,
+                       bool *json, noodle_error *err) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (strcmp(a, "--json") == 0) *json = true;
+        else if (strcmp(a, "--full-integrity") == 0) ho->integrity_level = NOODLE_INTEGRITY_FULL;
+        else if (v == NULL) return NOODLE_ERR(err, NOODLE_E_HARNESS_USAGE,
+                                              "health: unexpected argument '%s'", a);
+        else if (strcmp(a, "--url") == 0) co->url = argv[++i];
+        else if (strcmp(a, "--backend") == 0) co->backend = argv[++i];
+        else if (strcmp(a, "--backup-dir") == 0) ho->backup_dir = argv[++i];
+        else if (strcmp(a, "--checks") == 0) {
+            if (noodle_health_parse_checks(argv[++i], &ho->checks, err) != 0) return err->code;
+        } else if (strcmp(a, "--expected-standbys") == 0 || strcmp(a, "--timeout-ms") == 0) {
+            long long n = strtoll(argv[++i], &end, 10);
+            if (*argv[i] == '\0' || *end != '\0' || n < 0)
+                return NOODLE_ERR(err, NOODLE_E_HARNESS_USAGE,
+                                  "health: %s needs a whole number >= 0, got '%s'", a, argv[i]);
+            if (a[2] == 'e') ho->expected_standbys = n;
+            else ho->check_timeout_ms = n;
+        } else return NOODLE_ERR(err, NOODLE_E_HARNESS_USAGE, "health: unexpected argument '%s'", a);
+    }
+    if (co->url == NULL)
+        return NOODLE_ERR(err, NOODLE_E_HARNESS_USAGE, "health: --url URL is required");
+    return 0;
+}
+
+static int cmd_health(int argc, char **argv) {
+    noodle_config_options co = NOODLE_CONFIG_OPTIONS_INIT;
+    noodle_health_options ho = NOODLE_HEALTH_OPTIONS_INIT;
+    noodle_config cfg;
+    noodle_error err;
+    bool json = false;
+    if (health_args(argc, argv, &co, &ho, &json, &err) != 0) {
+        char text[768];
+        noodle_error_format(&err, text, sizeof text);
+        fprintf(stderr, "noodle-harness: %s\n%s", text, usage_text);
+        return EXIT_USAGE;
+    }
+    co.min_idle = 0; /* the checks' own acquire is the connection measurement */
+    if (noodle_config_load(&cfg, NULL, &co, &err) != 0) return report_error(&err);
+    noodle_pool_options po = NOODLE_POOL_OPTIONS_INIT;
+    po.config = &cfg;
+    po.application_name = "noodle-harness health";
+    noodle_pool *pool = NULL;
+    int rc = noodle_pool_open(&po, &pool, &err);
+    noodle_config_free(&cfg);
+    if (rc != 0) return report_error(&err);
+    noodle_health_report *report = NULL;
+    char *text = NULL;
+    rc = noodle_health_check_pool(pool, &ho, &report, &err);
+    if (rc == 0)
+        rc = json ? noodle_health_report_json(report, &text, &err)
+                  : noodle_health_report_text(report, &text, &err);
+    noodle_pool_close(pool);
+    if (rc != 0) {
+        noodle_health_report_free(report);
+        return report_error(&err);
+    }
+    fputs(text, stdout);
+    free(text);
+    rc = health_exit(report->overall);
+    noodle_health_report_free(report);
+    return rc;
+}
+
+static int cmd_metrics(int argc, char **argv) {
+    noodle_error err;
+    int rc = noodle_harness_metrics(argc, argv, &err);
+    if (rc == 0) return 0;
+    if (rc != NOODLE_E_HARNESS_USAGE) return report_error(&err);
+    char text[768];
+    noodle_error_format(&err, text, sizeof text);
+    fprintf(stderr, "noodle-harness: %s\n%s", text, usage_text);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage_error("missing command", NULL);
     const char *cmd = argv[1];
@@ -227,5 +326,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "error-codes") == 0) return cmd_error_codes();
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 2, argv + 2);
     if (strcmp(cmd, "selfcheck") == 0) return cmd_selfcheck(argc - 2, argv + 2);
+    if (strcmp(cmd, "health") == 0) return cmd_health(argc - 2, argv + 2);
+    if (strcmp(cmd, "metrics") == 0) return cmd_metrics(argc - 2, argv + 2);
     return usage_error("unknown command", cmd);
 }

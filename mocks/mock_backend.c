@@ -422,6 +422,13 @@ struct node {
     uint64_t rng;     /* splitmix64 state */
     session *sessions;   /* open sessions, dead ones included until closed */
     noodle_mock_stats stats; /* role and crashed are filled in when read */
+    /* simulated health state (noodle_mock_set_corruption / _standbys / _archiver) */
+    int64_t corruption;         /* problems every integrity check reports */
+    char corruption_text[256];  /* the first one's text */
+    int64_t checksum_failures;  /* -1: checksums off (the default) */
+    noodle_standby_status standbys[NOODLE_MOCK_MAX_STANDBYS];
+    size_t nstandbys;
+    int64_t archive[4]; /* archived, failed, last archived age, last failed age; -1 unknown */
 };
 
 /* Guards `nodes` and every node's refs (invariant 1). */
@@ -520,6 +527,8 @@ static node *registry_get(const char *name, bool create) {
     n->role = NOODLE_ROLE_PRIMARY;
     n->rng = DEFAULT_SEED;
     n->stats.role = NOODLE_ROLE_PRIMARY;
+    n->checksum_failures = -1;
+    for (size_t i = 0; i < 4; i++) n->archive[i] = -1; /* no archiver */
     n->next = nodes;
     nodes = n;
     return n;
@@ -3006,6 +3015,24 @@ static int mock_role(void *handle, int64_t deadline, noodle_role *out, noodle_er
     return rc;
 }
 
+/* The simulated standbys and archiver into *out (node mu held): the first
+ * NOODLE_STANDBYS_REPORTED standbys, the largest known lag over all of them. */
+static void report_replication(const node *n, noodle_server_metrics *out) {
+    out->standby_count = (int64_t)n->nstandbys;
+    out->replication_lag_bytes = -1;
+    for (size_t i = 0; i < n->nstandbys; i++) {
+        if (i < NOODLE_STANDBYS_REPORTED) out->standbys[i] = n->standbys[i];
+        if (n->standbys[i].lag_bytes > out->replication_lag_bytes)
+            out->replication_lag_bytes = n->standbys[i].lag_bytes;
+    }
+    for (size_t i = n->nstandbys; i < NOODLE_STANDBYS_REPORTED; i++)
+        out->standbys[i] = (noodle_standby_status){.lag_bytes = -1, .replay_lag_ms = -1};
+    out->archive_archived_count = n->archive[0];
+    out->archive_failed_count = n->archive[1];
+    out->archive_last_archived_age_ms = n->archive[2];
+    out->archive_last_failed_age_ms = n->archive[3];
+}
+
 static int mock_metrics(void *handle, int64_t deadline, noodle_server_metrics *out,
                         noodle_error *err) {
     ENSURE_ERR(err);
@@ -3015,10 +3042,50 @@ static int mock_metrics(void *handle, int64_t deadline, noodle_server_metrics *o
         memset(out, 0, sizeof *out);
         out->database_size_bytes = node_size(c.n);
         out->role = c.n->role;
-        out->standby_count = 0;
-        out->replication_lag_bytes = -1;
         out->replication_delay_ms = -1;
+        report_replication(c.n, out);
         snprintf(out->server_version, sizeof out->server_version, "mock 1");
+    }
+    call_leave(&c);
+    return rc;
+}
+
+/* FULL's real part (node mu held): every committed table keeps invariant 3
+ * (keys sorted, unique and never NULL; versions > 0). Each broken table is
+ * one problem. */
+static int64_t check_tables(const node *n, noodle_integrity_result *out) {
+    int64_t problems = 0;
+    for (const table *t = n->tables; t != NULL; t = t->next) {
+        for (size_t i = 0; i < t->nrows; i++) {
+            const row *r = t->rows[i];
+            bool bad = r->version == 0 || r->cells[t->key].type == NOODLE_TYPE_NULL ||
+                       (i > 0 && value_cmp(&t->rows[i - 1]->cells[t->key], &r->cells[t->key]) >= 0);
+            if (!bad) continue;
+            if (problems++ == 0 && out->first_problem[0] == '\0')
+                snprintf(out->first_problem, sizeof out->first_problem,
+                         "table %s: row %zu breaks the key order or has no version", t->name, i);
+            break;
+        }
+    }
+    return problems;
+}
+
+/* QUICK reports the simulated corruption; FULL also walks every table. */
+static int mock_integrity(void *handle, noodle_integrity_level level, int64_t deadline,
+                          noodle_integrity_result *out, noodle_error *err) {
+    ENSURE_ERR(err);
+    call c = session_call(handle, NOODLE_MOCK_OP_INTEGRITY, deadline);
+    int rc = call_enter(&c, err);
+    if (rc == 0) {
+        const node *n = c.n;
+        const bool full = level == NOODLE_INTEGRITY_FULL;
+        snprintf(out->first_problem, sizeof out->first_problem, "%s",
+                 n->corruption > 0 ? n->corruption_text : "");
+        out->problems = n->corruption + (full ? check_tables(n, out) : 0);
+        out->checksum_failures = n->checksum_failures;
+        snprintf(out->method, sizeof out->method, "%s",
+                 full ? "mock full check (simulated corruption, table order walked)"
+                      : "mock quick check (simulated corruption)");
     }
     call_leave(&c);
     return rc;
@@ -3049,6 +3116,7 @@ static const noodle_backend_ops mock_ops = {
     .role = mock_role,
     .metrics = mock_metrics,
     .in_transaction = mock_in_transaction,
+    .integrity = mock_integrity,
 };
 
 const noodle_backend_ops *noodle_mock_backend(void) { return &mock_ops; }
@@ -3267,6 +3335,64 @@ int noodle_mock_clear_faults(const char *node_name, noodle_error *err) {
         n->ack_lost = 0;
         wake_waiters(n);
     });
+}
+
+int noodle_mock_set_corruption(const char *node_name, int64_t problems, const char *first_problem,
+                               noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    if (problems < 0)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                          "simulated corruption must be >= 0 problems (got %" PRId64 ")", problems);
+    WITH_NODE(node_name, err, {
+        n->corruption = problems;
+        snprintf(n->corruption_text, sizeof n->corruption_text, "%s",
+                 problems > 0 && first_problem != NULL ? first_problem : "");
+    });
+}
+
+int noodle_mock_set_checksum_failures(const char *node_name, int64_t failures, noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    if (failures < -1)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                          "checksum failures must be >= -1 (got %" PRId64 ")", failures);
+    WITH_NODE(node_name, err, n->checksum_failures = failures);
+}
+
+int noodle_mock_set_standbys(const char *node_name, const noodle_standby_status *standbys,
+                             size_t count, noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    if (count > NOODLE_MOCK_MAX_STANDBYS || (count > 0 && standbys == NULL))
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                          "a mock node has 0 to %d standbys, given as an array (got %zu)",
+                          NOODLE_MOCK_MAX_STANDBYS, count);
+    for (size_t i = 0; i < count; i++)
+        if (standbys[i].lag_bytes < -1 || standbys[i].replay_lag_ms < -1)
+            return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                              "standby %zu: lags must be >= -1 (unknown)", i);
+    WITH_NODE(node_name, err, {
+        for (size_t i = 0; i < count; i++) {
+            n->standbys[i] = standbys[i];
+            n->standbys[i].name[sizeof n->standbys[i].name - 1] = '\0';
+            n->standbys[i].state[sizeof n->standbys[i].state - 1] = '\0';
+        }
+        n->nstandbys = count;
+    });
+}
+
+int noodle_mock_set_archiver(const char *node_name, int64_t archived, int64_t failed,
+                             int64_t last_archived_age_ms, int64_t last_failed_age_ms,
+                             noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    const int64_t v[4] = {archived, failed, last_archived_age_ms, last_failed_age_ms};
+    for (size_t i = 0; i < 4; i++)
+        if (v[i] < -1)
+            return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                              "archiver values must be >= -1 (unknown); got %" PRId64, v[i]);
+    WITH_NODE(node_name, err, memcpy(n->archive, v, sizeof v));
 }
 
 int noodle_mock_node_stats(const char *node_name, noodle_mock_stats *out, noodle_error *err) {

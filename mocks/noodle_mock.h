@@ -32,6 +32,7 @@
 #define NOODLE_MOCK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "noodle/backend.h"
@@ -44,7 +45,7 @@ extern "C" {
 
 /* Operation kinds, in the order of NOODLE_BACKEND_OP_MAP (failpoint.h):
  * NOODLE_MOCK_OP_CONNECT, _VALIDATE, _EXECUTE, _BEGIN, _COMMIT, _ROLLBACK,
- * _SAVEPOINT, _RELEASE, _ROLLBACK_TO, _ROLE, _METRICS; then NOODLE_MOCK_OP_ANY
+ * _SAVEPOINT, _RELEASE, _ROLLBACK_TO, _ROLE, _METRICS, _INTEGRITY; then NOODLE_MOCK_OP_ANY
  * (faults only: every operation without its own setting). */
 typedef enum noodle_mock_op {
 #define NOODLE_MOCK_X_OP(NAME, str, code) NOODLE_MOCK_OP_##NAME,
@@ -109,6 +110,39 @@ void noodle_mock_conn_kill(void *handle);
  * is refused (4011). */
 NOODLE_MUSTCHECK int noodle_mock_node_set_role(const char *node, noodle_role role,
                                                noodle_error *err);
+
+/* ---- simulated health state ------------------------------------------------------ */
+
+/* What the health checks read from a node (noodle_conn_integrity,
+ * noodle_conn_metrics). Kept by noodle_mock_clear_faults, like the role; a
+ * node starts intact, with no standby and no archiver. */
+
+/* Every integrity check of the node (QUICK and FULL) reports problems (>= 0;
+ * 0: intact again) with first_problem (may be NULL) as the first one's text.
+ * FULL adds what its own walk of the node's tables finds (normally nothing). */
+NOODLE_MUSTCHECK int noodle_mock_set_corruption(const char *node, int64_t problems,
+                                                const char *first_problem, noodle_error *err);
+
+/* The checksum_failures integrity reports: >= 0, or -1 for "checksums off"
+ * (the default). */
+NOODLE_MUSTCHECK int noodle_mock_set_checksum_failures(const char *node, int64_t failures,
+                                                       noodle_error *err);
+
+/* The standbys metrics reports for the node: standby_count = count, the
+ * first NOODLE_STANDBYS_REPORTED of them in standbys[] (copied), and
+ * replication_lag_bytes the largest lag_bytes over all (-1 when none is
+ * known). count 0 (the default) clears; at most NOODLE_MOCK_MAX_STANDBYS;
+ * lags must be >= -1. Reported whatever the node's role. */
+#define NOODLE_MOCK_MAX_STANDBYS 32
+NOODLE_MUSTCHECK int noodle_mock_set_standbys(const char *node,
+                                              const noodle_standby_status *standbys, size_t count,
+                                              noodle_error *err);
+
+/* The archive_* fields metrics reports, each >= 0 or -1 (unknown; all -1 by
+ * default: no archiver). Ages are reported as given: they do not grow. */
+NOODLE_MUSTCHECK int noodle_mock_set_archiver(const char *node, int64_t archived, int64_t failed,
+                                              int64_t last_archived_age_ms,
+                                              int64_t last_failed_age_ms, noodle_error *err);
 
 /* ---- faults ------------------------------------------------------------------- */
 

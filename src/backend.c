@@ -14,9 +14,14 @@
  *     connection).
  *  4. Times (created, last used, last validated) are read from the
  *     connection's clock and only updated on success.
+ *  5. Operations added at the end of the table after ABI 1 (integrity) are
+ *     read only from a table whose struct_size covers them: an older
+ *     backend is still accepted, and calling such an operation on it fails
+ *     with NOODLE_E_BACKEND_UNSUPPORTED without touching the backend.
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,19 +41,30 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const noodle_backend_ops *registered[MAX_REGISTERED];
 static size_t nregistered;
 
+/* The size of an ABI 1 table built before the first operation added at the
+ * end (integrity): the least a backend may declare. */
+#define OPS_SIZE_ABI1 offsetof(noodle_backend_ops, integrity)
+
+/* True when the backend's table (struct_size bytes as it was compiled)
+ * reaches past the operation field: only then may the field be read. */
+#define OPS_HAS(ops, field)                                                                  \
+    ((ops)->struct_size >= offsetof(noodle_backend_ops, field) + sizeof((ops)->field))
+
 static int check_ops(const noodle_backend_ops *ops, noodle_error *err) {
     if (ops == NULL) return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT, "backend ops is NULL");
-    if (ops->abi_version != NOODLE_BACKEND_ABI_VERSION || ops->struct_size < sizeof *ops)
+    if (ops->abi_version != NOODLE_BACKEND_ABI_VERSION || ops->struct_size < OPS_SIZE_ABI1)
         return NOODLE_ERR(err, NOODLE_E_BACKEND_ABI_MISMATCH,
                           "backend '%s' has ABI version %u (size %u); this library needs version %u "
-                          "(size %zu)",
+                          "(size %zu to %zu)",
                           ops->name ? ops->name : "?", ops->abi_version, ops->struct_size,
-                          NOODLE_BACKEND_ABI_VERSION, sizeof *ops);
+                          NOODLE_BACKEND_ABI_VERSION, OPS_SIZE_ABI1, sizeof *ops);
+    /* operations added after ABI 1's first table are required only from a
+     * backend whose table is large enough to hold them */
     if (ops->name == NULL || ops->connect == NULL || ops->close == NULL || ops->validate == NULL ||
         ops->execute == NULL || ops->begin == NULL || ops->commit == NULL ||
         ops->rollback == NULL || ops->savepoint == NULL || ops->release == NULL ||
         ops->rollback_to == NULL || ops->role == NULL || ops->metrics == NULL ||
-        ops->in_transaction == NULL)
+        ops->in_transaction == NULL || (OPS_HAS(ops, integrity) && ops->integrity == NULL))
         return NOODLE_ERR(err, NOODLE_E_BACKEND_ABI_MISMATCH,
                           "backend '%s' leaves an operation unimplemented; every operation of the "
                           "interface is required",
@@ -175,7 +191,7 @@ static int after_op(noodle_conn *c, const char *what, int rc, noodle_error *err)
     c->in_txn = c->ops->in_transaction(c->handle);
     if (rc != 0 && c->error_hook != NULL) c->error_hook(c, what, rc, err, c->error_hook_arg);
     if (rc == 0) {
-        c->last_used_at = noodle_clock_now(c->clock);
+        c->last_used_at = noodle_clock_now_coarse(c->clock);
     } else if (noodle_code_is_connection_fatal(rc) && c->state == NOODLE_CONN_OK) {
         /* remember the error that broke it, not the 4005s that follow */
         c->state = NOODLE_CONN_BROKEN;
@@ -211,7 +227,7 @@ int noodle_conn_open(const noodle_backend_ops *ops, const noodle_connect_params 
     if (rc == 0) rc = ops->connect(p, &c->handle, err);
     rc = ensure_coded(ops, "connect", rc, err);
     if (rc != 0) goto fail_endpoint;
-    c->created_at = c->last_used_at = c->last_validated_at = noodle_clock_now(c->clock);
+    c->created_at = c->last_used_at = c->last_validated_at = noodle_clock_now_coarse(c->clock);
     *out = c;
     return 0;
 
@@ -336,12 +352,64 @@ int noodle_conn_role(noodle_conn *c, int64_t deadline, noodle_role *out, noodle_
     CONN_OP(c, NOODLE__OP_ROLE, "role", err, c->ops->role(c->handle, deadline, out, err));
 }
 
+void noodle__metrics_unknown(noodle_server_metrics *m) {
+    memset(m, 0, sizeof *m);
+    m->role = NOODLE_ROLE_UNKNOWN;
+    m->database_size_bytes = m->standby_count = -1;
+    m->replication_lag_bytes = m->replication_delay_ms = -1;
+    for (size_t i = 0; i < NOODLE_STANDBYS_REPORTED; i++)
+        m->standbys[i].lag_bytes = m->standbys[i].replay_lag_ms = -1;
+    m->archive_archived_count = m->archive_failed_count = -1;
+    m->archive_last_archived_age_ms = m->archive_last_failed_age_ms = -1;
+}
+
 int noodle_conn_metrics(noodle_conn *c, int64_t deadline, noodle_server_metrics *out,
                         noodle_error *err) {
-    memset(out, 0, sizeof *out);
-    out->database_size_bytes = out->standby_count = -1;
-    out->replication_lag_bytes = out->replication_delay_ms = -1;
+    noodle__metrics_unknown(out);
     CONN_OP(c, NOODLE__OP_METRICS, "metrics", err, c->ops->metrics(c->handle, deadline, out, err));
+}
+
+void noodle__integrity_problem(noodle_integrity_result *r, const char *text, size_t len) {
+    if (r->problems++ > 0) return;
+    if (len >= sizeof r->first_problem) len = sizeof r->first_problem - 1;
+    memcpy(r->first_problem, text, len);
+    r->first_problem[len] = '\0';
+}
+
+static void integrity_unknown(noodle_integrity_result *r) {
+    memset(r, 0, sizeof *r);
+    r->problems = r->checksum_failures = -1;
+}
+
+/* Checked here, before the fail point and the backend: an old backend
+ * (invariant 5) or an unknown level never reaches the table. */
+static int integrity_supported(const noodle_conn *c, noodle_integrity_level level,
+                               noodle_error *err) {
+    if (!OPS_HAS(c->ops, integrity) || c->ops->integrity == NULL)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_UNSUPPORTED,
+                          "the %s backend has no integrity operation (its table of %u bytes was "
+                          "built for an older ABI)",
+                          c->ops->name, c->ops->struct_size);
+    if (level != NOODLE_INTEGRITY_QUICK && level != NOODLE_INTEGRITY_FULL)
+        return NOODLE_ERR(err, NOODLE_E_BACKEND_INVALID_ARGUMENT,
+                          "integrity level %d is neither QUICK nor FULL", (int)level);
+    return 0;
+}
+
+int noodle_conn_integrity(noodle_conn *c, noodle_integrity_level level, int64_t deadline,
+                          noodle_integrity_result *out, noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    noodle_error_clear(err);
+    integrity_unknown(out);
+    int rc = integrity_supported(c, level, err);
+    if (rc != 0) return rc;
+    rc = before_op(c, NOODLE__OP_INTEGRITY, err);
+    if (rc == 0) rc = c->ops->integrity(c->handle, level, deadline, out, err);
+    if (rc != 0) integrity_unknown(out); /* nothing half-filled on failure */
+    out->method[sizeof out->method - 1] = '\0';
+    out->first_problem[sizeof out->first_problem - 1] = '\0';
+    return after_op(c, "integrity", rc, err);
 }
 
 noodle_conn_state noodle_conn_get_state(const noodle_conn *c) { return c->state; }

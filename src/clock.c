@@ -3,23 +3,20 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "internal.h"
 
-static int64_t real_now(const noodle_clock *c) {
-    (void)c;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* A deadline as a timespec; negative times (a deadline before the clock's
  * epoch) clamp to 0, which has passed. */
-/* The coarse reading sits on the pool's acquire/release fast path, where
- * glibc's clock_gettime wrapper costs a third of the call: the vDSO's own
- * entry point is looked up once at load time and called directly (falling
- * back to clock_gettime where there is none). */
+/* The readings sit on hot paths (the pool's acquire/release, every
+ * statement's deadline), where glibc's clock_gettime wrapper costs a third
+ * of the call: the vDSO's own entry point is looked up once at load time
+ * and called directly (falling back to clock_gettime where there is none). */
 typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
 static clock_gettime_fn vdso_clock_gettime = clock_gettime;
 
@@ -36,6 +33,13 @@ __attribute__((constructor)) static void find_vdso_clock(void) {
 int64_t noodle__coarse_now_real(void) {
     struct timespec ts;
     vdso_clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t real_now(const noodle_clock *c) {
+    (void)c;
+    struct timespec ts;
+    vdso_clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -112,12 +116,20 @@ int64_t noodle_clock_now_coarse(const noodle_clock *c) {
     return c->ops->now_coarse ? c->ops->now_coarse(c) : c->ops->now(c);
 }
 
+/* The coarse clock's resolution, read once (it is fixed at boot). */
+static int64_t coarse_res_ns;
+__attribute__((constructor)) static void find_coarse_resolution(void) {
+    struct timespec r;
+    coarse_res_ns = clock_getres(CLOCK_MONOTONIC_COARSE, &r) == 0
+                        ? (int64_t)r.tv_sec * 1000000000LL + r.tv_nsec
+                        : 4000000;
+}
+static int64_t coarse_resolution_real(void) { return coarse_res_ns; }
+
 int64_t noodle_clock_coarse_resolution(const noodle_clock *c) {
     c = CLOCK_OR_REAL(c);
     if (c->ops != &real_ops) return 1;
-    struct timespec r;
-    if (clock_getres(CLOCK_MONOTONIC_COARSE, &r) != 0) return 4000000;
-    return (int64_t)r.tv_sec * 1000000000LL + r.tv_nsec;
+    return coarse_resolution_real();
 }
 
 void noodle_clock_sleep_until(const noodle_clock *c, int64_t deadline) {
@@ -158,6 +170,26 @@ int64_t noodle_deadline_after(const noodle_clock *c, int64_t delta_ns) {
     return now + delta_ns; /* a negative now cannot overflow upwards */
 }
 
+int64_t noodle__deadline_after_coarse(const noodle_clock *c, int64_t delta_ns) {
+    c = CLOCK_OR_REAL(c);
+    if (c->ops != &real_ops) return noodle_deadline_after(c, delta_ns);
+    int64_t now = noodle__coarse_now_real() + coarse_resolution_real();
+    if (delta_ns <= 0) delta_ns = 0;
+    if (delta_ns >= NOODLE_NO_DEADLINE - now) return NOODLE_NO_DEADLINE;
+    return now + delta_ns;
+}
+
+bool noodle__deadline_passed(const noodle_clock *c, int64_t deadline) {
+    if (deadline == NOODLE_NO_DEADLINE) return false;
+    c = CLOCK_OR_REAL(c);
+    /* the coarse reading lags by at most its resolution: when even that
+     * plus one more tick is short of the deadline, it has not passed */
+    if (c->ops == &real_ops &&
+        noodle__coarse_now_real() + 2 * coarse_resolution_real() < deadline)
+        return false;
+    return c->ops->now(c) >= deadline;
+}
+
 int64_t noodle_deadline_remaining(const noodle_clock *c, int64_t deadline) {
     if (deadline == NOODLE_NO_DEADLINE) return INT64_MAX;
     int64_t now = noodle_clock_now(c);
@@ -196,4 +228,60 @@ int64_t noodle__backoff_delay(uint64_t *rng, int64_t base, int64_t max, int64_t 
     for (int64_t i = 1; i < n && d < max; i++) d *= 2;
     if (d > max) d = max;
     return d / 2 + (int64_t)(noodle__random_next(rng) % (uint64_t)(d / 2 + 1));
+}
+
+/* ---- durations on hot paths ------------------------------------------------------ */
+
+/* Timing every statement for the monitor costs two clock reads per call; a
+ * TSC read is under half of clock_gettime's cost. The TSC is used only when
+ * the kernel itself keeps time with it (its clocksource is "tsc": constant
+ * rate, synchronised across CPUs); its rate is measured once against
+ * CLOCK_MONOTONIC, by noodle__ticks_init, before anything is timed. */
+static pthread_once_t ticks_once = PTHREAD_ONCE_INIT;
+double noodle__ns_per_tick;
+_Atomic bool noodle__ticks_tsc;
+
+#ifdef NOODLE_HAVE_TSC
+static bool kernel_uses_tsc(void) {
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (f == NULL) return false;
+    char name[32] = "";
+    bool tsc = fgets(name, sizeof name, f) != NULL && strncmp(name, "tsc", 3) == 0 &&
+               (name[3] == '\n' || name[3] == '\0');
+    fclose(f);
+    return tsc;
+}
+#endif
+
+static void calibrate_ticks(void) {
+#ifdef NOODLE_HAVE_TSC
+    if (!kernel_uses_tsc()) return;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uint64_t t0 = __rdtsc();
+    do { /* 2 ms: the rate to about 1e-5 */
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    } while ((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec) < 2000000);
+    uint64_t t1 = __rdtsc();
+    int64_t ns = (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+    if (t1 <= t0) return;
+    noodle__ns_per_tick = (double)ns / (double)(t1 - t0);
+    atomic_store_explicit(&noodle__ticks_tsc, true, memory_order_release);
+#endif
+}
+
+void noodle__ticks_init(void) { pthread_once(&ticks_once, calibrate_ticks); }
+
+int64_t noodle__monotonic_ns(void) { return real_now(NULL); }
+
+int64_t noodle__duration_start(const noodle_clock *c) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops == &real_ops ? noodle__ticks() : c->ops->now(c);
+}
+
+int64_t noodle__duration_ns(const noodle_clock *c, int64_t start) {
+    c = CLOCK_OR_REAL(c);
+    if (c->ops != &real_ops) return c->ops->now(c) - start;
+    int64_t d = noodle__ticks_to_ns(noodle__ticks() - start);
+    return d > 0 ? d : 0;
 }

@@ -2,9 +2,10 @@
  *
  * Design notes.
  *
- * A noodle_db is an immutable record (a pool or a cluster, and a timeout):
- * it holds no lock and no connection between calls, so every function may
- * be called from any thread. A call either runs on the caller's transaction
+ * A noodle_db is an immutable record (a pool or a cluster, and a timeout)
+ * plus an append-only list of observers: it holds no connection between
+ * calls, and its only lock serialises adding observers, so every function
+ * may be called from any thread. A call either runs on the caller's transaction
  * (noodle_txn_execute) or acquires a connection for itself, runs one
  * statement and gives the connection back before it returns.
  *
@@ -36,6 +37,8 @@
 #include "noodle/db.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +53,20 @@ struct noodle_db {
     noodle_cluster *cluster;
     int64_t call_timeout;      /* ns; 0: the pool's / cluster's acquire timeout */
     const noodle_clock *clock; /* of call_timeout (NULL: the real clock) */
+    const noodle_clock *timing_clock; /* statements are timed on: clock, else the pool's */
+    /* observers: entries below nobservers are written once, before the
+     * count that publishes them */
+    pthread_mutex_t observe_lock;
+    struct {
+        noodle_db_observer fn;
+        void *arg;
+    } observers[8];
+    _Atomic size_t nobservers;
+    _Atomic unsigned time_every; /* precise timing of one statement in this many */
 };
+
+/* Statements left on this thread until the next precisely timed one. */
+static _Thread_local unsigned untimed_left __attribute__((tls_model("initial-exec")));
 
 /* ---- the SQL builder ------------------------------------------------------------------------- */
 
@@ -238,11 +254,45 @@ int noodle_db_open(const noodle_db_options *opts, noodle_db **out, noodle_error 
      * struct has them */
     if (opts->struct_size >= offsetof(noodle_db_options, clock) + sizeof opts->clock)
         db->clock = opts->clock;
+    db->timing_clock =
+        db->clock != NULL || db->pool == NULL ? db->clock : noodle_pool_clock(db->pool);
+    pthread_mutex_init(&db->observe_lock, NULL);
     *out = db;
     return 0;
 }
 
-void noodle_db_close(noodle_db *db) { free(db); }
+int noodle_db_observe(noodle_db *db, noodle_db_observer fn, void *arg, noodle_error *err) {
+    return noodle_db_observe_sampled(db, fn, arg, 1, err);
+}
+
+int noodle_db_observe_sampled(noodle_db *db, noodle_db_observer fn, void *arg, unsigned time_every,
+                              noodle_error *err) {
+    if (db == NULL || fn == NULL)
+        return NOODLE_ERR(err, NOODLE_E_DB_INVALID_ARGUMENT, "observe needs a db and a function");
+    const size_t cap = sizeof db->observers / sizeof db->observers[0];
+    noodle__ticks_init(); /* before any statement is timed */
+    pthread_mutex_lock(&db->observe_lock);
+    size_t n = atomic_load_explicit(&db->nobservers, memory_order_relaxed);
+    if (n < cap) {
+        db->observers[n].fn = fn;
+        db->observers[n].arg = arg;
+        unsigned every = time_every > 1 ? time_every : 1;
+        if (n == 0 || every < atomic_load_explicit(&db->time_every, memory_order_relaxed))
+            atomic_store_explicit(&db->time_every, every, memory_order_relaxed);
+        atomic_store_explicit(&db->nobservers, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&db->observe_lock);
+    if (n == cap)
+        return NOODLE_ERR(err, NOODLE_E_DB_INVALID_ARGUMENT, "the db already has %zu observers",
+                          cap);
+    return 0;
+}
+
+void noodle_db_close(noodle_db *db) {
+    if (db == NULL) return;
+    pthread_mutex_destroy(&db->observe_lock);
+    free(db);
+}
 
 /* ---- running one statement ------------------------------------------------------------------- */
 
@@ -274,18 +324,19 @@ static int write_outcome(int rc, noodle_error *err) {
 
 /* Run sql: on txn when given, else in autocommit on a connection acquired
  * for it (invariant 5). *out is NULL on failure. err is never NULL here. */
-static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *sql,
-                    const noodle_value *params, size_t n, noodle_rows **out, noodle_error *err) {
+static int run_untimed(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *sql,
+                       const noodle_value *params, size_t n, noodle_rows **out, int64_t *held,
+                       noodle_error *err) {
     *out = NULL;
     if (txn != NULL) return noodle_txn_execute(txn, sql, params, n, out, err);
     /* one deadline for the acquire and the statement: call_timeout, else
      * the pool's acquire timeout on the pool's clock (a cluster applies its
      * own when given 0) */
     int64_t deadline =
-        db->call_timeout > 0 ? noodle_deadline_after(db->clock, db->call_timeout)
-        : db->pool != NULL
-            ? noodle_deadline_after(noodle_pool_clock(db->pool), noodle_pool_acquire_timeout(db->pool))
-            : 0;
+        db->call_timeout > 0 ? noodle__deadline_after_coarse(db->clock, db->call_timeout)
+        : db->pool != NULL ? noodle__deadline_after_coarse(noodle_pool_clock(db->pool),
+                                                           noodle_pool_acquire_timeout(db->pool))
+                           : 0;
     if (db->cluster != NULL) {
         noodle_route route =
             kind == K_STANDBY_READ ? NOODLE_ROUTE_PREFER_STANDBY : NOODLE_ROUTE_PRIMARY;
@@ -298,8 +349,49 @@ static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *
     if (rc != 0) return rc;
     rc = noodle_conn_execute(c, sql, params, n, deadline, out,
                              err);
-    noodle_pool_release(db->pool, &c);
+    int64_t h = noodle__pool_release_held(db->pool, &c);
+    if (held != NULL) *held = h;
     if (rc != 0 && kind == K_WRITE) rc = write_outcome(rc, err);
+    return rc;
+}
+
+/* Whether this thread's next statement is timed precisely (one in every). */
+static bool time_precisely(unsigned every) {
+    if (every <= 1) return true;
+    if (untimed_left == 0 || untimed_left > every) untimed_left = every;
+    return --untimed_left == 0;
+}
+
+/* run_untimed, timed and reported to the observers when there are any. A
+ * statement that is not timed precisely gets the pool's coarse hold time
+ * of its connection (read anyway), or two coarse readings. */
+static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *sql,
+                    const noodle_value *params, size_t n, noodle_rows **out, noodle_error *err) {
+    size_t nobs = atomic_load_explicit(&db->nobservers, memory_order_acquire);
+    if (nobs == 0) return run_untimed(db, txn, kind, sql, params, n, out, NULL, err);
+    const noodle_clock *clock = db->timing_clock;
+    bool precise = time_precisely(atomic_load_explicit(&db->time_every, memory_order_relaxed));
+    bool pool_measures = txn == NULL && db->pool != NULL;
+    int64_t start = precise          ? noodle__duration_start(clock)
+                    : pool_measures ? 0
+                                    : noodle_clock_now_coarse(clock);
+    int64_t held = -1;
+    int rc = run_untimed(db, txn, kind, sql, params, n, out, &held, err);
+    int64_t duration = precise         ? noodle__duration_ns(clock, start)
+                       : pool_measures ? held
+                                       : noodle_clock_now_coarse(clock) - start;
+    noodle_db_event ev = {
+        .sql = sql,
+        .sql_len = strlen(sql),
+        .code = rc,
+        .duration_ns = duration >= 0 || precise ? (duration > 0 ? duration : 0) : -1,
+        .duration_precise = precise,
+        .rows = rc != 0                          ? -1
+                : noodle_rows_columns(*out) > 0 ? (int64_t)noodle_rows_count(*out)
+                                                 : noodle_rows_affected(*out),
+        .in_transaction = txn != NULL,
+    };
+    for (size_t i = 0; i < nobs; i++) db->observers[i].fn(&ev, db->observers[i].arg);
     return rc;
 }
 

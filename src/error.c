@@ -54,7 +54,14 @@ const char *noodle_code_category(int code) {
 
 void noodle_error_clear(noodle_error *err) {
     if (err == NULL) return;
-    memset(err, 0, sizeof *err);
+    /* every reader stops at the terminators: clearing the buffers whole
+     * would cost more than most calls that clear them */
+    err->code = 0;
+    err->message[0] = '\0';
+    err->detail[0] = '\0';
+    err->file = NULL;
+    err->line = 0;
+    err->func = NULL;
 }
 
 void noodle__strlcpy(char *dst, const char *src, size_t size) {

@@ -3,11 +3,18 @@
 #ifndef NOODLE_INTERNAL_H
 #define NOODLE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "noodle/backend.h"
 #include "noodle/clock.h"
 #include "noodle/error.h"
+#include "noodle/pool.h"
+
+/* noodle_pool_release that also returns how long the connection was held
+ * (ns, on the pool's hold clock: coarse unless precise_hold_times), or -1
+ * when conn was not the pool's. The db's free measure of a call. */
+int64_t noodle__pool_release_held(noodle_pool *p, noodle_conn **conn);
 
 /* Milliseconds until deadline for poll(2): 0 when passed, -1 for no
  * deadline, else rounded up and capped at INT32_MAX. */
@@ -23,8 +30,59 @@ size_t noodle__scrub_secrets(const char *text, const char *url, char *buf, size_
  * indirection (the pool's fast path). */
 int64_t noodle__coarse_now_real(void);
 
+/* now + delta_ns from the cheap coarse reading, moved on by its resolution so
+ * that the deadline is never earlier than noodle_deadline_after's (at most
+ * one resolution later). For per-call deadlines on hot paths. */
+int64_t noodle__deadline_after_coarse(const noodle_clock *c, int64_t delta_ns);
+
+/* True when deadline has passed, exactly as noodle_clock_now(c) >= deadline,
+ * but reading only the coarse clock while the deadline is further off than
+ * the coarse clock can lag. */
+bool noodle__deadline_passed(const noodle_clock *c, int64_t deadline);
+
+/* Durations on hot paths: start = noodle__duration_start(c), then
+ * noodle__duration_ns(c, start). On the real clock they read the TSC where
+ * the kernel keeps time with it (a third of clock_gettime's cost), else
+ * CLOCK_MONOTONIC; on any other clock, its now(). noodle__ticks_init must
+ * have run (once per process; it takes 2 ms) before anything is timed:
+ * whoever turns timing on calls it first. */
+void noodle__ticks_init(void);
+int64_t noodle__duration_start(const noodle_clock *c);
+int64_t noodle__duration_ns(const noodle_clock *c, int64_t start);
+
+/* The tick source behind them (inline: two reads per timed statement). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define NOODLE_HAVE_TSC 1
+#endif
+#include <stdatomic.h>
+extern double noodle__ns_per_tick;   /* set by noodle__ticks_init */
+extern _Atomic bool noodle__ticks_tsc; /* the TSC is in use (after noodle__ticks_init) */
+int64_t noodle__monotonic_ns(void);
+
+static inline int64_t noodle__ticks(void) {
+#ifdef NOODLE_HAVE_TSC
+    if (atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)) return (int64_t)__rdtsc();
+#endif
+    return noodle__monotonic_ns();
+}
+
+static inline int64_t noodle__ticks_to_ns(int64_t ticks) {
+    return atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)
+               ? (int64_t)((double)ticks * noodle__ns_per_tick)
+               : ticks;
+}
+
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);
+
+/* Reset *m to "nothing measured": every number -1 (each standby's lags
+ * too), role unknown, strings "". Backends start their metrics from it. */
+void noodle__metrics_unknown(noodle_server_metrics *m);
+
+/* Count one more problem in r (r->problems >= 0), keeping the first one's
+ * text (len bytes of text, cut to fit) in r->first_problem. */
+void noodle__integrity_problem(noodle_integrity_result *r, const char *text, size_t len);
 
 /* One xorshift64* step of the generator *state (seeded non-zero). */
 uint64_t noodle__random_next(uint64_t *state);

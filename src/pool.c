@@ -103,7 +103,10 @@ typedef struct waiter {
 typedef struct observer {
     noodle_pool_observer fn;
     void *arg;
+    unsigned mask; /* the event types it wants: bit 1 << type */
 } observer;
+
+#define HOT_EVENTS ((1u << NOODLE_POOL_EV_ACQUIRED) | (1u << NOODLE_POOL_EV_RELEASED))
 
 struct noodle_pool {
     uint64_t id; /* unique per pool instance (thread caches key on it) */
@@ -149,6 +152,7 @@ struct noodle_pool {
 
     observer observers[MAX_OBSERVERS];
     _Atomic int nobservers;
+    _Atomic int nhot_observers; /* of them, those wanting ACQUIRED or RELEASED */
 
     pthread_t opener, housekeeper;
     int threads_started; /* 0, 1 (opener) or 2 */
@@ -163,8 +167,10 @@ typedef struct tl_entry {
     uint64_t pool_id;
     int slot;
 } tl_entry;
-static _Thread_local tl_entry tl_cache[4];
-static _Thread_local unsigned tl_next;
+/* initial-exec: the fast path must not call __tls_get_addr in the shared
+ * library (68 bytes of static TLS) */
+static _Thread_local tl_entry tl_cache[4] __attribute__((tls_model("initial-exec")));
+static _Thread_local unsigned tl_next __attribute__((tls_model("initial-exec")));
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -229,11 +235,17 @@ static void emit(noodle_pool *p, noodle_pool_event *ev) {
     int n = atomic_load_explicit(&p->nobservers, memory_order_acquire);
     if (n == 0) return;
     if (ev->time == 0) ev->time = noodle_clock_now(p->clock);
-    for (int i = 0; i < n; i++) p->observers[i].fn(ev, p->observers[i].arg);
+    for (int i = 0; i < n; i++)
+        if (p->observers[i].mask & (1u << ev->type)) p->observers[i].fn(ev, p->observers[i].arg);
 }
 
 static bool has_observers(noodle_pool *p) {
     return atomic_load_explicit(&p->nobservers, memory_order_relaxed) > 0;
+}
+
+/* Someone wants ACQUIRED / RELEASED (the fast path's events). */
+static bool has_hot_observers(noodle_pool *p) {
+    return atomic_load_explicit(&p->nhot_observers, memory_order_relaxed) > 0;
 }
 
 static inline int64_t coarse_now(const noodle_pool *p) {
@@ -777,9 +789,10 @@ int noodle_pool_acquire_at(noodle_pool *p, int64_t deadline, noodle_conn **out, 
                                   memory_order_relaxed);
         else
             hist_add(&s->wait, ns_to_us(waited));
-        if (has_observers(p)) {
-            noodle_pool_event ev = {.type = NOODLE_POOL_EV_ACQUIRED, .slot = s->index,
-                                    .generation = s->generation, .file = file, .line = line,
+        if (has_hot_observers(p)) {
+            noodle_pool_event ev = {.type = NOODLE_POOL_EV_ACQUIRED, .time = now,
+                                    .slot = s->index, .generation = s->generation,
+                                    .file = file, .line = line,
                                     .wait_us = (int64_t)ns_to_us(waited)};
             emit(p, &ev);
         }
@@ -800,19 +813,21 @@ bool noodle_pool_owns(const noodle_pool *p, const noodle_conn *c) {
     return p != NULL && c != NULL && slot_of(p, c) != NULL;
 }
 
-void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
-    if (p == NULL || conn == NULL || *conn == NULL) return;
+void noodle_pool_release(noodle_pool *p, noodle_conn **conn) { noodle__pool_release_held(p, conn); }
+
+int64_t noodle__pool_release_held(noodle_pool *p, noodle_conn **conn) {
+    if (p == NULL || conn == NULL || *conn == NULL) return -1;
     noodle_conn *c = *conn;
     *conn = NULL;
     slot *s = slot_of(p, c);
     if (s == NULL || slot_state(s) != S_IN_USE)
-        return; /* not a connection this pool handed out (or released already) */
+        return -1; /* not a connection this pool handed out (or released already) */
 
     int64_t now = hold_clock(p);
     int64_t held = now - atomic_load_explicit(&s->acquired_at, memory_order_relaxed);
     hist_add(&s->hold, ns_to_us(held));
-    if (has_observers(p)) {
-        noodle_pool_event ev = {.type = NOODLE_POOL_EV_RELEASED, .slot = s->index,
+    if (has_hot_observers(p)) {
+        noodle_pool_event ev = {.type = NOODLE_POOL_EV_RELEASED, .time = now, .slot = s->index,
                                 .generation = s->generation, .held_us = (int64_t)ns_to_us(held)};
         emit(p, &ev);
     }
@@ -822,7 +837,7 @@ void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
     if (noodle__conn_in_txn(c) &&
         noodle_conn_rollback(c, noodle_deadline_after(p->clock, p->validation_timeout), NULL) != 0) {
         destroy_owned(p, s, NOODLE_CLOSE_ROLLBACK);
-        return;
+        return held;
     }
     noodle_close_reason reason;
     bool destroy = true;
@@ -838,7 +853,7 @@ void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
     else destroy = false;
     if (destroy) {
         destroy_owned(p, s, reason);
-        return;
+        return held;
     }
 
     atomic_store_explicit(&s->last_used, now, memory_order_relaxed);
@@ -849,14 +864,14 @@ void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
         pthread_mutex_lock(&p->lock);
         bool handed = hand_to_waiter(p, s);
         pthread_mutex_unlock(&p->lock);
-        if (handed) return;
+        if (handed) return held;
     }
     publish_idle(s); /* invariant 4 */
     if (atomic_load_explicit(&p->shutting_down, memory_order_relaxed)) {
         /* shutdown began meanwhile and may have missed this slot: close it
          * here (the same Dekker pairing as with waiters) */
         if (slot_cas(s, S_IDLE, S_CLOSING)) finish_close(p, s, NOODLE_CLOSE_SHUTDOWN);
-        return;
+        return held;
     }
     if (atomic_load_explicit(&p->waiting, memory_order_relaxed) > 0) {
         pthread_mutex_lock(&p->lock);
@@ -865,6 +880,7 @@ void noodle_pool_release(noodle_pool *p, noodle_conn **conn) {
     } else {
         remember_slot(p, s);
     }
+    return held;
 }
 
 int noodle_pool_with_at(noodle_pool *p, noodle_pool_fn fn, void *arg, noodle_error *err,
@@ -1108,6 +1124,11 @@ void noodle_pool_close(noodle_pool *p) {
 }
 
 int noodle_pool_observe(noodle_pool *p, noodle_pool_observer fn, void *arg, noodle_error *err) {
+    return noodle_pool_observe_events(p, fn, arg, NOODLE_POOL_EVENTS_ALL, err);
+}
+
+int noodle_pool_observe_events(noodle_pool *p, noodle_pool_observer fn, void *arg, unsigned mask,
+                               noodle_error *err) {
     if (p == NULL || fn == NULL)
         return NOODLE_ERR(err, NOODLE_E_POOL_INVALID_ARGUMENT, "observe needs a pool and a function");
     pthread_mutex_lock(&p->lock);
@@ -1117,8 +1138,9 @@ int noodle_pool_observe(noodle_pool *p, noodle_pool_observer fn, void *arg, nood
         return NOODLE_ERR(err, NOODLE_E_POOL_INVALID_ARGUMENT, "at most %d observers",
                           MAX_OBSERVERS);
     }
-    p->observers[n] = (observer){fn, arg};
+    p->observers[n] = (observer){fn, arg, mask};
     atomic_store_explicit(&p->nobservers, n + 1, memory_order_release); /* publish */
+    if (mask & HOT_EVENTS) atomic_fetch_add_explicit(&p->nhot_observers, 1, memory_order_release);
     pthread_mutex_unlock(&p->lock);
     return 0;
 }

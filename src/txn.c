@@ -309,25 +309,12 @@ static int attempt_once(const source *src, const noodle_txn_options *o, noodle_t
     return rc;
 }
 
-static int run(const source *src, noodle_txn_options *opts, noodle_txn_fn fn, void *arg,
-               noodle_error *err) {
-    noodle_error local;
-    if (err == NULL) err = &local;
-    noodle_error_clear(err);
-    noodle_txn_options o = NOODLE_TXN_OPTIONS_INIT;
-    if (opts != NULL) {
-        if (opts->struct_size < sizeof *opts)
-            return NOODLE_ERR(err, NOODLE_E_TXN_INVALID_ARGUMENT,
-                              "transaction options need struct_size = sizeof(noodle_txn_options)");
-        o = *opts;
-        opts->attempts = 0;
-    }
-    if (fn == NULL)
-        return NOODLE_ERR(err, NOODLE_E_TXN_INVALID_ARGUMENT, "run needs a function");
+/* The attempts of one run, retrying conflicts; opts->attempts counts them. */
+static int run_attempts(const source *src, const noodle_clock *clock, noodle_txn_options o,
+                        noodle_txn_options *opts, noodle_txn_fn fn, void *arg,
+                        noodle_error *err) {
     /* one deadline for the whole run: the pool's (cluster's) acquire
      * timeout on its clock unless the caller gave one */
-    const noodle_clock *clock =
-        src->pool != NULL ? noodle_pool_clock(src->pool) : noodle_cluster_clock(src->cluster);
     if (o.deadline == 0)
         o.deadline = noodle_deadline_after(clock, src->pool != NULL
                                                       ? noodle_pool_acquire_timeout(src->pool)
@@ -338,7 +325,7 @@ static int run(const source *src, noodle_txn_options *opts, noodle_txn_fn fn, vo
     if (cap < base) cap = base;
     uint64_t rng = o.seed ? o.seed : (uint64_t)noodle_clock_now(clock) | 1;
     for (int attempt = 1;; attempt++) {
-        if (opts != NULL) opts->attempts = attempt;
+        opts->attempts = attempt;
         int rc = attempt_once(src, &o, fn, arg, err);
         if (rc == 0 || !noodle_code_is_retryable(rc)) return rc; /* 4015 included: never retried */
         int64_t wake = noodle_clock_now(clock) + noodle__backoff_delay(&rng, base, cap, attempt);
@@ -352,6 +339,35 @@ static int run(const source *src, noodle_txn_options *opts, noodle_txn_fn fn, vo
         }
         noodle_clock_sleep_until(clock, wake);
     }
+}
+
+static int run(const source *src, noodle_txn_options *opts, noodle_txn_fn fn, void *arg,
+               noodle_error *err) {
+    noodle_error local;
+    if (err == NULL) err = &local;
+    noodle_error_clear(err);
+    noodle_txn_options o = NOODLE_TXN_OPTIONS_INIT;
+    if (opts != NULL) {
+        if (opts->struct_size < sizeof *opts)
+            return NOODLE_ERR(err, NOODLE_E_TXN_INVALID_ARGUMENT,
+                              "transaction options need struct_size = sizeof(noodle_txn_options)");
+        o = *opts;
+    }
+    if (fn == NULL)
+        return NOODLE_ERR(err, NOODLE_E_TXN_INVALID_ARGUMENT, "run needs a function");
+    const noodle_clock *clock =
+        src->pool != NULL ? noodle_pool_clock(src->pool) : noodle_cluster_clock(src->cluster);
+    noodle_txn_options *out = opts != NULL ? opts : &o;
+    out->attempts = 0;
+    if (o.observer == NULL) return run_attempts(src, clock, o, out, fn, arg, err);
+    noodle__ticks_init();
+    int64_t start = noodle__duration_start(clock);
+    int rc = run_attempts(src, clock, o, out, fn, arg, err);
+    noodle_txn_event ev = {.code = rc,
+                           .attempts = out->attempts,
+                           .duration_ns = noodle__duration_ns(clock, start)};
+    o.observer(&ev, o.observer_arg);
+    return rc;
 }
 
 int noodle_txn_run(noodle_pool *pool, noodle_txn_options *opts, noodle_txn_fn fn, void *arg,

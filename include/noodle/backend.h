@@ -120,6 +120,15 @@ typedef enum noodle_isolation {
 } noodle_isolation;
 NOODLE_API const char *noodle_isolation_name(noodle_isolation i);
 
+/* One standby as its primary sees it. */
+typedef struct noodle_standby_status {
+    char name[64];          /* application_name, else the client address */
+    char state[32];         /* "streaming", "catchup", ... */
+    int64_t lag_bytes;      /* WAL sent but not yet replayed; -1 unknown */
+    int64_t replay_lag_ms;  /* the primary's replay_lag for it; -1 unknown */
+} noodle_standby_status;
+#define NOODLE_STANDBYS_REPORTED 8
+
 /* Server-side measurements for health checks. -1 (or "") means unknown: a
  * backend reports unknown rather than guess. */
 typedef struct noodle_server_metrics {
@@ -130,7 +139,35 @@ typedef struct noodle_server_metrics {
     int64_t replication_delay_ms;   /* standbys: now - last replayed transaction */
     char server_version[64];        /* "PostgreSQL 15.18", "SQLite 3.40.1", "mock 1" */
     char data_path[512];            /* SQLite file, PostgreSQL data_directory when readable */
+    /* Primaries: the first min(standby_count, NOODLE_STANDBYS_REPORTED)
+     * standbys (pg_stat_replication), each with its own lag. */
+    noodle_standby_status standbys[NOODLE_STANDBYS_REPORTED];
+    /* WAL archiving (PostgreSQL pg_stat_archiver): counts, and the age of
+     * the last success / failure (-1: never, or unknown). All -1 where
+     * there is no archiver (SQLite) or it cannot be read. */
+    int64_t archive_archived_count;
+    int64_t archive_failed_count;
+    int64_t archive_last_archived_age_ms;
+    int64_t archive_last_failed_age_ms;
 } noodle_server_metrics;
+
+/* What an integrity check runs: QUICK is cheap enough for a periodic health
+ * check (SQLite PRAGMA quick_check; PostgreSQL catalog reachable and
+ * checksum failures), FULL may read every page (SQLite integrity_check;
+ * PostgreSQL adds amcheck's bt_index_check on the catalog's indexes where
+ * the extension is installed). */
+typedef enum noodle_integrity_level {
+    NOODLE_INTEGRITY_QUICK = 0,
+    NOODLE_INTEGRITY_FULL,
+} noodle_integrity_level;
+
+typedef struct noodle_integrity_result {
+    int64_t problems;            /* problems found: 0 intact; -1 nothing could be checked */
+    int64_t checksum_failures;   /* PostgreSQL pg_stat_database.checksum_failures of this
+                                    database; -1 when unknown or checksums are off */
+    char method[128];            /* what ran, e.g. "PRAGMA quick_check" */
+    char first_problem[256];     /* the first problem's text; "" when none */
+} noodle_integrity_result;
 
 /* ---- the operations table ------------------------------------------------- */
 
@@ -174,6 +211,11 @@ typedef struct noodle_backend_ops {
      * (BEGIN sent as SQL included). Local state only: no I/O, never fails. */
     bool (*in_transaction)(void *handle);
     /* ABI 1 ends here; add new operations below, never reorder. */
+    /* Check the database's integrity at level (see noodle_integrity_level);
+     * fills *out. A check that ran and found problems returns 0 with
+     * out->problems > 0; a failure to run it returns a code. */
+    int (*integrity)(void *handle, noodle_integrity_level level, int64_t deadline,
+                     noodle_integrity_result *out, noodle_error *err);
 } noodle_backend_ops;
 
 /* The built-in backends, and lookup by name ("sqlite", "postgres", plus any
@@ -184,7 +226,9 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_backend_find(const char *name,
                                                     const noodle_backend_ops **out,
                                                     noodle_error *err);
 /* Make ops findable by name (thread-safe; up to 16 extra backends). Checks the
- * ABI version and that every operation is present. */
+ * ABI version and that every operation is present (operations added after
+ * the table's struct_size -- a backend built before them -- excepted: those
+ * fail with NOODLE_E_BACKEND_UNSUPPORTED when called). */
 NOODLE_API NOODLE_MUSTCHECK int noodle_backend_register(const noodle_backend_ops *ops,
                                                         noodle_error *err);
 
@@ -234,13 +278,23 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_conn_metrics(noodle_conn *c, int64_t dead
                                                     noodle_server_metrics *out,
                                                     noodle_error *err);
 
+/* The backend's integrity op (out is reset to unknown first). A backend
+ * built before the op existed (smaller struct_size) gives
+ * NOODLE_E_BACKEND_UNSUPPORTED. */
+NOODLE_API NOODLE_MUSTCHECK int noodle_conn_integrity(noodle_conn *c, noodle_integrity_level level,
+                                                      int64_t deadline,
+                                                      noodle_integrity_result *out,
+                                                      noodle_error *err);
+
 NOODLE_API noodle_conn_state noodle_conn_get_state(const noodle_conn *c);
 NOODLE_API const noodle_backend_ops *noodle_conn_backend(const noodle_conn *c);
 /* The endpoint it was opened with, secrets masked. Borrowed from c. */
 NOODLE_API const char *noodle_conn_endpoint(const noodle_conn *c);
 NOODLE_API uint64_t noodle_conn_generation(const noodle_conn *c);
 NOODLE_API void noodle_conn_set_generation(noodle_conn *c, uint64_t gen);
-/* Clock times (ns) of creation, last successful use, last successful validation. */
+/* Clock times (ns) of creation, last successful use, last successful
+ * validation: coarse readings (noodle_clock_now_coarse), which may lag the
+ * precise clock by its coarse resolution. */
 NOODLE_API int64_t noodle_conn_created_at(const noodle_conn *c);
 NOODLE_API int64_t noodle_conn_last_used_at(const noodle_conn *c);
 NOODLE_API int64_t noodle_conn_last_validated_at(const noodle_conn *c);

@@ -75,6 +75,7 @@ extern "C" {
     X(4014, INVALID_DATABASE, "the file is not a database or the database does not exist")       \
     X(4015, OUTCOME_UNKNOWN,                                                                       \
       "the connection failed after a commit or write was sent: it may or may not be applied")    \
+    X(4016, BACKEND_UNSUPPORTED, "the backend does not implement this operation (built for an older ABI)") \
     /* 5xxx query */                                                                               \
     X(5001, QUERY_SYNTAX, "SQL syntax error or undefined object")                                 \
     X(5002, QUERY_CONSTRAINT, "constraint violation (unique, foreign key, not null, check)")      \
@@ -100,6 +101,18 @@ extern "C" {
     X(6035, TXN_RETRIES_EXHAUSTED, "the transaction kept conflicting until its attempts ran out") \
     X(6036, TXN_NOT_INNERMOST, "only the innermost open level of a transaction can run statements") \
     X(6037, TXN_ENDED_BY_SERVER, "the database ended the transaction on its own (rolled back)")    \
+    /* 6060-6069 performance monitor */                                                          \
+    X(6061, MONITOR_INVALID_ARGUMENT, "invalid argument to a monitor function")                   \
+    X(6062, MONITOR_NO_MEMORY, "out of memory in the performance monitor")                        \
+    X(6063, MONITOR_THREAD_START, "could not start the monitor's sampler thread")                  \
+    X(6064, MONITOR_SAMPLE_FAILED, "a system resource could not be measured (/proc or statvfs)")   \
+    X(6065, MONITOR_TOO_MANY_SOURCES, "the monitor already watches as many sources as it can")     \
+    /* 6070-6079 health checker */                                                                 \
+    X(6071, HEALTH_INVALID_ARGUMENT, "invalid argument to a health check function")               \
+    X(6072, HEALTH_NO_MEMORY, "out of memory in the health checker")                               \
+    X(6073, HEALTH_CHECK_FAILED, "a health check could not measure what it checks: status unknown") \
+    X(6074, HEALTH_UNHEALTHY, "a health check found the database unhealthy")                       \
+    X(6075, HEALTH_DEGRADED, "a health check found the database degraded")                         \
     /* 608x-609x failover / cluster */                                                            \
     X(6081, CLUSTER_NO_PRIMARY, "no node of the cluster is a usable primary")                     \
     X(6082, CLUSTER_BREAKER_OPEN, "the node's circuit breaker is open: it is not being tried")     \

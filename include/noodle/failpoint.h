@@ -34,7 +34,8 @@ extern "C" {
     X(RELEASE, "release", 4003)                                                    \
     X(ROLLBACK_TO, "rollback_to", 4003)                                            \
     X(ROLE, "role", 4003)                                                          \
-    X(METRICS, "metrics", 4003)
+    X(METRICS, "metrics", 4003)                                                    \
+    X(INTEGRITY, "integrity", 4003)
 
 /* Backends that carry fail points. */
 #define NOODLE_FAIL_POINT_BACKENDS(X) X(SQLITE, "sqlite") X(POSTGRES, "postgres") X(MOCK, "mock")

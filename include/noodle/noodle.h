@@ -10,6 +10,8 @@
 #include "noodle/error.h"
 #include "noodle/export.h"
 #include "noodle/failpoint.h"
+#include "noodle/monitor.h"
+#include "noodle/health.h"
 #include "noodle/pool.h"
 #include "noodle/txn.h"
 

@@ -85,7 +85,8 @@ NOODLE_API const char *noodle_pool_event_name(noodle_pool_event_type t); /* "ope
 
 typedef struct noodle_pool_event {
     noodle_pool_event_type type;
-    int64_t time;          /* on the pool's clock */
+    int64_t time;          /* on the pool's clock; ACQUIRED and RELEASED (the hot
+                              path): the coarse reading the pool took anyway */
     int slot;              /* -1 when not about one connection */
     uint64_t generation;   /* of the connection */
     noodle_close_reason close_reason; /* CLOSED */
@@ -160,6 +161,14 @@ NOODLE_API void noodle_pool_close(noodle_pool *pool);
 /* Observe every event of the pool (at most 8 observers; append only). */
 NOODLE_API NOODLE_MUSTCHECK int noodle_pool_observe(noodle_pool *pool, noodle_pool_observer fn,
                                                     void *arg, noodle_error *err);
+/* Observe only the event types in mask (bits NOODLE_POOL_EVENT_BIT(type)).
+ * An observer that leaves out ACQUIRED and RELEASED costs the acquire /
+ * release fast path nothing. */
+#define NOODLE_POOL_EVENT_BIT(type) (1u << (type))
+#define NOODLE_POOL_EVENTS_ALL (~0u)
+NOODLE_API NOODLE_MUSTCHECK int noodle_pool_observe_events(noodle_pool *pool,
+                                                           noodle_pool_observer fn, void *arg,
+                                                           unsigned mask, noodle_error *err);
 
 /* ---- acquire and release --------------------------------------------------------- */
 

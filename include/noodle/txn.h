@@ -127,6 +127,13 @@ NOODLE_API bool noodle_code_is_retryable(int code);
  * retryable code is retried). */
 typedef int (*noodle_txn_fn)(noodle_txn *txn, void *arg, noodle_error *err);
 
+/* The end of one noodle_txn_run / _run_cluster. */
+typedef struct noodle_txn_event {
+    int code;            /* 0 committed, else the run's code (4015: outcome unknown) */
+    int attempts;        /* attempts made; attempts - 1 were retried conflicts */
+    int64_t duration_ns; /* the whole run, backoff included */
+} noodle_txn_event;
+
 typedef struct noodle_txn_options {
     size_t struct_size;           /* sizeof(noodle_txn_options) */
     noodle_isolation isolation;
@@ -138,7 +145,12 @@ typedef struct noodle_txn_options {
     noodle_route route;           /* noodle_txn_run_cluster only; default: the primary */
     /* out: attempts made (>= 1 once the first acquire succeeded) */
     int attempts;
+    /* Told once when the run ends (the performance monitor's feed); may be
+     * NULL. Called on the caller's thread; must be quick. */
+    void (*observer)(const noodle_txn_event *ev, void *arg);
+    void *observer_arg;
 } noodle_txn_options;
+
 
 #define NOODLE_TXN_OPTIONS_INIT {.struct_size = sizeof(noodle_txn_options)}
 

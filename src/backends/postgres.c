@@ -2377,6 +2377,14 @@ static int64_t cell_int64(PGresult *res, int row, int col) {
     return parse_int64(PQgetvalue(res, row, col), &v) ? v : -1;
 }
 
+/* A measured amount: -1 when NULL (unknown), 0 for a negative reading (two
+ * clocks or LSNs read a moment apart: caught up). */
+static int64_t cell_amount(PGresult *res, int row, int col) {
+    if (row >= PQntuples(res) || col >= PQnfields(res) || PQgetisnull(res, row, col)) return -1;
+    int64_t v = cell_int64(res, row, col);
+    return v < 0 ? 0 : v;
+}
+
 static bool cell_true(PGresult *res, int row, int col) {
     if (row >= PQntuples(res) || col >= PQnfields(res) || PQgetisnull(res, row, col)) return false;
     const char *s = PQgetvalue(res, row, col);
@@ -2432,6 +2440,74 @@ static int pg_role(void *handle, int64_t deadline, noodle_role *out, noodle_erro
     return rc;
 }
 
+/* Run a fixed statement with one text parameter; *out as for run(). */
+static int run_with_text(pg_handle *h, const char *what, const char *sql, const char *value,
+                         int64_t deadline, PGresult **out, noodle_error *err) {
+    const char *values[1] = {value};
+    const pg_command cmd = {.send = PG_SEND_PARAMS, .sql = sql, .nparams = 1, .values = values};
+    return run(h, what, &cmd, deadline, out, err);
+}
+
+static void cell_text(PGresult *res, int row, int col, char *dst, size_t size) {
+    noodle__strlcpy(dst, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col), size);
+}
+
+/* A primary's standbys (pg_stat_replication): the count, the first
+ * NOODLE_STANDBYS_REPORTED of them, and the largest lag over all of them.
+ * NULL stays unknown (replay_lag is NULL for a standby that has been idle
+ * and caught up for a while). */
+static int read_standbys(pg_handle *h, int64_t deadline, noodle_server_metrics *out,
+                         noodle_error *err) {
+    static const char sql[] =
+        "SELECT coalesce(nullif(application_name, ''), host(client_addr), '[local]'), state,"
+        " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8,"
+        " (extract(epoch FROM replay_lag) * 1000)::int8"
+        " FROM pg_catalog.pg_stat_replication ORDER BY pid";
+    PGresult *res = NULL;
+    int rc = run_command(h, "metrics: standbys", sql, deadline, &res, err);
+    if (rc == 0 && (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4))
+        rc = NOODLE_ERR(err, NOODLE_E_BACKEND_INTERNAL, "metrics: standbys: unexpected reply");
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        int64_t lag = cell_amount(res, i, 2);
+        if (lag > out->replication_lag_bytes) out->replication_lag_bytes = lag;
+        if (i >= NOODLE_STANDBYS_REPORTED) continue;
+        noodle_standby_status *sb = &out->standbys[i];
+        cell_text(res, i, 0, sb->name, sizeof sb->name);
+        cell_text(res, i, 1, sb->state, sizeof sb->state);
+        sb->lag_bytes = lag;
+        sb->replay_lag_ms = cell_amount(res, i, 3);
+    }
+    if (rc == 0) out->standby_count = PQntuples(res);
+    PQclear(res);
+    return rc;
+}
+
+/* WAL archiving (pg_stat_archiver), ages measured on the server's clock.
+ * Only where an archiver runs -- archive_mode 'always', or 'on' outside
+ * recovery -- are the counts read; elsewhere every field stays -1 (no
+ * archiver), as the server's zeros would read as "nothing archived yet". */
+static int read_archiver(pg_handle *h, int64_t deadline, noodle_server_metrics *out,
+                         noodle_error *err) {
+    static const char sql[] =
+        "SELECT current_setting('archive_mode') = 'always'"
+        " OR (current_setting('archive_mode') = 'on' AND NOT pg_is_in_recovery()),"
+        " archived_count, failed_count,"
+        " (extract(epoch FROM clock_timestamp() - last_archived_time) * 1000)::int8,"
+        " (extract(epoch FROM clock_timestamp() - last_failed_time) * 1000)::int8"
+        " FROM pg_catalog.pg_stat_archiver";
+    PGresult *res = NULL;
+    int rc = run_command(h, "metrics: archiver", sql, deadline, &res, err);
+    if (rc == 0) rc = expect_row(res, "metrics: archiver", 5, err);
+    if (rc == 0 && cell_true(res, 0, 0)) {
+        out->archive_archived_count = cell_amount(res, 0, 1);
+        out->archive_failed_count = cell_amount(res, 0, 2);
+        out->archive_last_archived_age_ms = cell_amount(res, 0, 3); /* -1: never */
+        out->archive_last_failed_age_ms = cell_amount(res, 0, 4);
+    }
+    PQclear(res);
+    return rc;
+}
+
 static int pg_metrics(void *handle, int64_t deadline, noodle_server_metrics *out,
                       noodle_error *err) {
     static const char general[] =
@@ -2441,9 +2517,6 @@ static int pg_metrics(void *handle, int64_t deadline, noodle_server_metrics *out
         " current_setting('server_version'),"
         /* pg_settings hides data_directory from the unprivileged. */
         " coalesce((SELECT setting FROM pg_settings WHERE name = 'data_directory'), '')";
-    static const char primary[] = "SELECT count(*)::int8,"
-                                  " max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::int8"
-                                  " FROM pg_stat_replication";
     static const char standby[] =
         "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int8,"
         " (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::int8";
@@ -2451,13 +2524,7 @@ static int pg_metrics(void *handle, int64_t deadline, noodle_server_metrics *out
     bool in_recovery;
     int rc;
 
-    memset(out, 0, sizeof *out);
-    out->database_size_bytes = -1;
-    out->role = NOODLE_ROLE_UNKNOWN;
-    out->standby_count = -1;
-    out->replication_lag_bytes = -1;
-    out->replication_delay_ms = -1;
-
+    noodle__metrics_unknown(out);
     if ((rc = run_command(handle, "metrics query", general, deadline, &res, err)) != 0) return rc;
     if ((rc = expect_row(res, "metrics query", 5, err)) != 0) goto done;
     out->database_size_bytes = cell_int64(res, 0, 0);
@@ -2473,24 +2540,168 @@ static int pg_metrics(void *handle, int64_t deadline, noodle_server_metrics *out
     PQclear(res);
     res = NULL;
 
-    rc = run_command(handle, "metrics query", in_recovery ? standby : primary, deadline, &res, err);
-    if (rc != 0) goto done;
-    if ((rc = expect_row(res, "metrics query", 2, err)) != 0) goto done;
-    if (in_recovery) {
-        int64_t lag = cell_int64(res, 0, 0);
-        int64_t delay = cell_int64(res, 0, 1);
+    if (!in_recovery) {
+        rc = read_standbys(handle, deadline, out, err);
+    } else if ((rc = run_command(handle, "metrics query", standby, deadline, &res, err)) == 0 &&
+               (rc = expect_row(res, "metrics query", 2, err)) == 0) {
         /* Negative values (replay ahead of receive after archive recovery,
          * clock skew) mean "caught up"; NULL stays unknown. */
-        out->replication_lag_bytes = PQgetisnull(res, 0, 0) ? -1 : (lag < 0 ? 0 : lag);
-        out->replication_delay_ms = PQgetisnull(res, 0, 1) ? -1 : (delay < 0 ? 0 : delay);
-    } else {
-        out->standby_count = cell_int64(res, 0, 0);
-        out->replication_lag_bytes = cell_int64(res, 0, 1); /* -1 with no standby */
-        if (out->replication_lag_bytes < -1) out->replication_lag_bytes = 0;
+        out->replication_lag_bytes = cell_amount(res, 0, 0);
+        out->replication_delay_ms = cell_amount(res, 0, 1);
     }
+    if (rc == 0) rc = read_archiver(handle, deadline, out, err);
 
 done:
     PQclear(res);
+    return rc;
+}
+
+/* ======================================================================== */
+/* integrity                                                                 */
+/* ======================================================================== */
+
+static bool err_has_sqlstate(const noodle_error *err, const char *state) {
+    char want[16];
+    snprintf(want, sizeof want, "SQLSTATE %s", state);
+    return strcmp(err->detail, want) == 0;
+}
+
+/* A statement that failed because it read damaged data (data_corrupted,
+ * index_corrupted) found a problem: count it and clear the error. Any other
+ * failure stays a failure. */
+static int corruption_is_a_finding(int rc, noodle_integrity_result *out, const char *what,
+                                   noodle_error *err) {
+    if (rc == 0 || !(err_has_sqlstate(err, "XX001") || err_has_sqlstate(err, "XX002"))) return rc;
+    char text[sizeof out->first_problem + sizeof err->message];
+    snprintf(text, sizeof text, "%s: %s", what, err->message);
+    noodle__integrity_problem(out, text, strlen(text));
+    noodle_error_clear(err);
+    return 0;
+}
+
+/* QUICK: read the whole of pg_class (the catalog is reachable and
+ * readable) and this database's checksum failures as the server counted
+ * them (NULL, so -1, when data checksums are off). Each recorded checksum
+ * failure is a problem. */
+static int check_catalog(pg_handle *h, int64_t deadline, noodle_integrity_result *out,
+                         noodle_error *err) {
+    static const char sql[] = "SELECT (SELECT count(*) FROM pg_catalog.pg_class)::int8,"
+                              " (SELECT checksum_failures FROM pg_catalog.pg_stat_database"
+                              " WHERE datname = current_database())::int8";
+    PGresult *res = NULL;
+    int rc = run_command(h, "integrity: catalog", sql, deadline, &res, err);
+    if (rc == 0 && (rc = expect_row(res, "integrity: catalog", 2, err)) == 0) {
+        static const char empty[] = "pg_class reads as empty";
+        if (cell_int64(res, 0, 0) <= 0) noodle__integrity_problem(out, empty, sizeof empty - 1);
+        out->checksum_failures = cell_int64(res, 0, 1);
+        if (out->checksum_failures > 0) {
+            char text[96];
+            int n = snprintf(text, sizeof text, "%" PRId64 " data checksum failures in this database",
+                             out->checksum_failures);
+            noodle__integrity_problem(out, text, (size_t)n);
+            out->problems += out->checksum_failures - 1;
+        }
+    }
+    PQclear(res);
+    return corruption_is_a_finding(rc, out, "reading pg_class", err);
+}
+
+/* bt_index_check on one index (its oid as text); a corrupt index is a
+ * problem. *stop is set when amcheck cannot be used at all (no privilege,
+ * the function not found), with the reason in why. */
+static int check_index(pg_handle *h, const char *oid, const char *name, int64_t deadline,
+                       noodle_integrity_result *out, const char **why, noodle_error *err) {
+    PGresult *res = NULL;
+    int rc = run_with_text(h, "integrity: bt_index_check",
+                           "SELECT bt_index_check($1::pg_catalog.oid::pg_catalog.regclass)", oid,
+                           deadline, &res, err);
+    PQclear(res);
+    if (rc != 0 && err_has_sqlstate(err, "42501")) *why = "amcheck not run: permission denied";
+    else if (rc != 0 && err_has_sqlstate(err, "42883")) *why = "amcheck not run: not callable";
+    if (*why != NULL) {
+        noodle_error_clear(err);
+        return 0;
+    }
+    return corruption_is_a_finding(rc, out, name, err);
+}
+
+/* Every btree index of pg_catalog, with amcheck's schema as search_path
+ * (bt_index_check is called unqualified: the SQL stays constant). *checked
+ * counts the indexes checked; *why says why amcheck stopped, if it did. */
+static int check_catalog_indexes(pg_handle *h, int64_t deadline, noodle_integrity_result *out,
+                                 int *checked, const char **why, noodle_error *err) {
+    static const char indexes[] =
+        "SELECT c.oid::pg_catalog.text, c.relname FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_am a ON a.oid = c.relam"
+        " WHERE c.relkind = 'i' AND a.amname = 'btree'"
+        " AND c.relnamespace = 'pg_catalog'::pg_catalog.regnamespace ORDER BY c.oid";
+    PGresult *res = NULL;
+    int rc = run_command(h, "integrity: catalog indexes", indexes, deadline, &res, err);
+    for (int i = 0; rc == 0 && *why == NULL && i < PQntuples(res); i++) {
+        rc = check_index(h, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), deadline, out, why, err);
+        if (rc == 0 && *why == NULL) (*checked)++;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* FULL's amcheck part: only where the extension is installed (it is never
+ * created here). The session's search_path is set to amcheck's schema for
+ * the checks and put back afterwards. */
+static int check_with_amcheck(pg_handle *h, int64_t deadline, noodle_integrity_result *out,
+                              char *note, size_t note_size, noodle_error *err) {
+    static const char find[] =
+        "SELECT n.nspname, current_setting('search_path') FROM pg_catalog.pg_extension e"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'";
+    static const char set_path[] = "SELECT pg_catalog.set_config('search_path', $1, false)";
+    PGresult *res = NULL, *ignored = NULL;
+    int rc = run_command(h, "integrity: amcheck", find, deadline, &res, err);
+    if (rc != 0 || PQntuples(res) < 1 || PQnfields(res) < 2) {
+        if (rc == 0) noodle__strlcpy(note, "amcheck not installed: indexes not checked", note_size);
+        PQclear(res);
+        return rc;
+    }
+    int checked = 0;
+    const char *why = NULL;
+    rc = run_with_text(h, "integrity: search_path",
+                       "SELECT pg_catalog.set_config('search_path',"
+                       " pg_catalog.quote_ident($1), false)",
+                       PQgetvalue(res, 0, 0), deadline, &ignored, err);
+    PQclear(ignored);
+    if (rc == 0) {
+        rc = check_catalog_indexes(h, deadline, out, &checked, &why, err);
+        noodle_error restore_err;
+        int rrc = run_with_text(h, "integrity: search_path", set_path, PQgetvalue(res, 0, 1),
+                                deadline, &ignored, rc == 0 ? err : &restore_err);
+        PQclear(ignored);
+        if (rc == 0) rc = rrc;
+    }
+    PQclear(res);
+    if (why != NULL) noodle__strlcpy(note, why, note_size);
+    else snprintf(note, note_size, "amcheck bt_index_check on %d pg_catalog indexes", checked);
+    return rc;
+}
+
+/* Its statements can fail when they meet damage, which would abort an open
+ * transaction of the caller's: the check wants an idle session. */
+static int pg_integrity(void *handle, noodle_integrity_level level, int64_t deadline,
+                        noodle_integrity_result *out, noodle_error *err) {
+    pg_handle *h = handle;
+    int rc = check_alive(h, "integrity", err);
+    if (rc != 0) return rc;
+    if (PQtransactionStatus(h->conn) != PQTRANS_IDLE)
+        return NOODLE_ERR(err, NOODLE_E_QUERY_TXN_STATE,
+                          "integrity: run it outside a transaction (a check that meets damage "
+                          "fails a statement, which would abort the transaction)");
+    out->problems = 0;
+    out->checksum_failures = -1;
+    out->first_problem[0] = '\0';
+    char note[72] = ""; /* fits method after the 52-byte prefix */
+    rc = check_catalog(h, deadline, out, err);
+    if (rc == 0 && level == NOODLE_INTEGRITY_FULL)
+        rc = check_with_amcheck(h, deadline, out, note, sizeof note, err);
+    snprintf(out->method, sizeof out->method, "pg_class read, pg_stat_database.checksum_failures%s%s",
+             note[0] ? "; " : "", note);
     return rc;
 }
 
@@ -2522,6 +2733,7 @@ static const noodle_backend_ops postgres_ops = {
     .role = pg_role,
     .metrics = pg_metrics,
     .in_transaction = pg_in_transaction,
+    .integrity = pg_integrity,
 };
 
 const noodle_backend_ops *noodle_backend_postgres(void) {

@@ -40,6 +40,12 @@
  *   (their names would churn it), the connect pragmas and metrics do not.
  * - Errors keep SQLite's extended code in the detail: "SQLite 1555
  *   (SQLITE_CONSTRAINT_PRIMARYKEY)".
+ * - Integrity: QUICK runs PRAGMA quick_check, FULL PRAGMA integrity_check;
+ *   every line they report (but "ok" and the "*** in database main ***"
+ *   heading) is a problem, and so is SQLITE_CORRUPT
+ *   stopping the check part way (the file is too damaged to walk). A file
+ *   that is not a database at all (SQLITE_NOTADB) is not checked: connect,
+ *   or the check on an open connection, fails with 4014.
  */
 #include <sqlite3.h>
 #include <limits.h>
@@ -194,7 +200,7 @@ static int busy_handler(void *arg, int count) {
 
 static int progress_handler(void *arg) {
     sqlite_conn *h = arg;
-    if (h->deadline == NOODLE_NO_DEADLINE || noodle_clock_now(h->clock) < h->deadline) return 0;
+    if (!noodle__deadline_passed(h->clock, h->deadline)) return 0;
     h->timed_out = 1;
     return 1;
 }
@@ -203,7 +209,7 @@ static int progress_handler(void *arg) {
 static int start_call(sqlite_conn *h, int64_t deadline, const char *what, noodle_error *err) {
     h->deadline = deadline;
     h->timed_out = 0;
-    if (deadline != NOODLE_NO_DEADLINE && noodle_clock_now(h->clock) >= deadline)
+    if (noodle__deadline_passed(h->clock, deadline))
         return NOODLE_ERR(err, NOODLE_E_BACKEND_TIMEOUT, "%s: deadline passed before the call",
                           what);
     return 0;
@@ -656,18 +662,74 @@ static int sqlite_metrics(void *handle, int64_t deadline, noodle_server_metrics 
                           noodle_error *err) {
     sqlite_conn *h = handle;
     int64_t pages = -1, page_size = -1;
+    /* no replication and no archiver: standbys[] stays empty, their counts
+     * and every archive_* field -1 */
+    noodle__metrics_unknown(out);
     int rc = pragma_int(h, "PRAGMA page_count", deadline, &pages, err);
     if (rc == 0) rc = pragma_int(h, "PRAGMA page_size", deadline, &page_size, err);
     if (rc == 0) rc = sqlite_role(h, deadline, &out->role, err);
     if (rc != 0) return rc;
     out->database_size_bytes = pages >= 0 && page_size > 0 ? pages * page_size : -1;
-    out->standby_count = -1;
-    out->replication_lag_bytes = -1;
-    out->replication_delay_ms = -1;
     snprintf(out->server_version, sizeof out->server_version, "SQLite %s", sqlite3_libversion());
     const char *file = sqlite3_db_filename(h->db, "main");
     noodle__strlcpy(out->data_path, file ? file : "", sizeof out->data_path);
     return 0;
+}
+
+/* ---- integrity ------------------------------------------------------------------ */
+
+/* A row of a check pragma: "ok", or one problem per line, the first row's
+ * lines headed by "*** in database main ***" (not a problem itself). */
+static void note_row(noodle_integrity_result *out, const char *text) {
+    if (strcmp(text, "ok") == 0) return;
+    for (const char *line = text; *line != '\0';) {
+        size_t len = strcspn(line, "\n");
+        if (len > 0 && strncmp(line, "*** in database ", 16) != 0)
+            noodle__integrity_problem(out, line, len);
+        line += len + (line[len] == '\n');
+    }
+}
+
+/* SQLITE_CORRUPT while the check reads the file: damage bad enough to stop
+ * the check itself (a malformed schema, a page that cannot be parsed) is a
+ * finding, not a failure to check. Anything else (SQLITE_NOTADB: the file is
+ * not a database at all, 4014; I/O errors, the deadline) is a failure. */
+static bool check_stopped_by_damage(int src) { return (src & 0xff) == SQLITE_CORRUPT; }
+
+/* Run the check pragma and count the problems it reports (SQLite stops at
+ * 100). Not through run(): rows are read one at a time, and a corrupt page
+ * that stops the check counts as one more problem. */
+static int run_check(sqlite_conn *h, const char *pragma, noodle_integrity_result *out,
+                     noodle_error *err) {
+    sqlite3_stmt *st = NULL;
+    out->problems = 0;
+    int src = sqlite3_prepare_v2(h->db, pragma, -1, &st, NULL);
+    while (src == SQLITE_OK || src == SQLITE_ROW) {
+        if ((src = sqlite3_step(st)) != SQLITE_ROW) break;
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        note_row(out, t ? (const char *)t : "(a problem without text)");
+    }
+    int rc = 0;
+    if (src != SQLITE_DONE) {
+        const char *msg = sqlite3_errmsg(h->db);
+        if (check_stopped_by_damage(src)) noodle__integrity_problem(out, msg, strlen(msg));
+        else rc = fail(h, src, "integrity", err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sqlite_integrity(void *handle, noodle_integrity_level level, int64_t deadline,
+                            noodle_integrity_result *out, noodle_error *err) {
+    sqlite_conn *h = handle;
+    const char *pragma =
+        level == NOODLE_INTEGRITY_FULL ? "PRAGMA integrity_check" : "PRAGMA quick_check";
+    int rc = start_call(h, deadline, "integrity", err);
+    if (rc != 0) return rc;
+    out->checksum_failures = -1; /* SQLite pages carry no checksums */
+    out->first_problem[0] = '\0';
+    noodle__strlcpy(out->method, pragma, sizeof out->method);
+    return run_check(h, pragma, out, err);
 }
 
 static bool sqlite_in_transaction(void *handle) {
@@ -692,6 +754,7 @@ static const noodle_backend_ops sqlite_ops = {
     .role = sqlite_role,
     .metrics = sqlite_metrics,
     .in_transaction = sqlite_in_transaction,
+    .integrity = sqlite_integrity,
 };
 
 const noodle_backend_ops *noodle_backend_sqlite(void) { return &sqlite_ops; }

@@ -67,35 +67,16 @@ static int stop_all(void **state) {
     return 0;
 }
 
-/* The first cell of sql's first row on s (administrative connection). */
-static void query(const noodle_pg_server *s, const char *sql, char *out, size_t outlen) {
-    if (noodle_pg_server_query(s, sql, out, outlen) != 0)
-        fail_msg("on port %d: %s: %s", noodle_pg_server_port(s), sql, out);
-}
-
 static void exec_ok(const noodle_pg_server *s, const char *sql) {
     char out[1024];
-    query(s, sql, out, sizeof out);
+    noodle_pg_server_query_ok(s, sql, out, sizeof out);
 }
 
 static void assert_query(const noodle_pg_server *s, const char *sql, const char *want) {
     char out[1024];
-    query(s, sql, out, sizeof out);
+    noodle_pg_server_query_ok(s, sql, out, sizeof out);
     if (strcmp(out, want) != 0)
         fail_msg("on port %d: %s: got '%s', want '%s'", noodle_pg_server_port(s), sql, out, want);
-}
-
-/* Poll sql on s until it returns want (a standby applying WAL). */
-static void wait_for(const noodle_pg_server *s, const char *sql, const char *want, int timeout_ms) {
-    char out[1024] = "";
-    int64_t until = noodle_test_now_ms() + timeout_ms;
-    for (;;) {
-        if (noodle_pg_server_query(s, sql, out, sizeof out) == 0 && strcmp(out, want) == 0) return;
-        if (noodle_test_now_ms() >= until)
-            fail_msg("on port %d: %s: still '%s' after %d ms, want '%s'", noodle_pg_server_port(s),
-                     sql, out, timeout_ms, want);
-        usleep(2000);
-    }
 }
 
 /* A client connection over TCP with the module's conninfo plus extra. */
@@ -175,7 +156,7 @@ static void one_row_replicated(noodle_pg_server *primary, noodle_pg_server *stan
     exec_ok(primary, "CREATE TABLE t (v text)");
     snprintf(sql, sizeof sql, "INSERT INTO t VALUES ('%s')", value);
     exec_ok(primary, sql);
-    wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
+    noodle_pg_server_wait_for(standby, "SELECT count(*) FROM t", "1", 5000);
 }
 
 /* Rejoin old_primary as a standby of new_primary (timed, as `what`): it must
@@ -190,7 +171,7 @@ static void rejoin_ok(noodle_pg_server *old_primary, noodle_pg_server *new_prima
            (long long)(noodle_test_now_ms() - t0));
     assert_string_equal(noodle_pg_server_rejoin_method(old_primary), method);
     assert_query(old_primary, "SELECT pg_is_in_recovery()", "t");
-    wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
+    noodle_pg_server_wait_for(old_primary, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "common,new", 5000);
 }
 
 /* ---- streaming and synchronous standbys --------------------------------------------------- */
@@ -219,8 +200,8 @@ static void synchronous_standbys_stream_and_show_the_primary_rows(void **state) 
 
     exec_ok(primary, "CREATE TABLE t (v text)");
     exec_ok(primary, "INSERT INTO t VALUES ('on the primary')");
-    wait_for(s1, "SELECT string_agg(v, ',') FROM t", "on the primary", 5000);
-    wait_for(s2, "SELECT string_agg(v, ',') FROM t", "on the primary", 5000);
+    noodle_pg_server_wait_for(s1, "SELECT string_agg(v, ',') FROM t", "on the primary", 5000);
+    noodle_pg_server_wait_for(s2, "SELECT string_agg(v, ',') FROM t", "on the primary", 5000);
 }
 
 static void wait_streaming_times_out_when_there_are_too_few_standbys(void **state) {
@@ -359,7 +340,7 @@ rejoined_old_primary_is_in_recovery_with_the_new_rows_and_not_its_divergent_one(
     assert_query(new_primary, "SELECT string_agg(application_name, ',') FROM pg_stat_replication",
                  noodle_pg_server_name(old_primary));
     exec_ok(new_primary, "INSERT INTO t VALUES ('newer')");
-    wait_for(old_primary, "SELECT count(*) FROM t WHERE v = 'newer'", "1", 5000);
+    noodle_pg_server_wait_for(old_primary, "SELECT count(*) FROM t WHERE v = 'newer'", "1", 5000);
 }
 
 /* A running former primary (e.g. after a partition healed) is shut down
@@ -528,7 +509,7 @@ partitioned_primary_in_a_namespace_times_out_new_connections_until_restored(void
     ms = connect_ms(primary, &ok);
     printf("timing: connect after the partition healed: %lld ms\n", (long long)ms);
     assert_true(ok);
-    wait_for(standby, "SELECT count(*) FROM t", "2", 15000);
+    noodle_pg_server_wait_for(standby, "SELECT count(*) FROM t", "2", 15000);
 
     /* Failover out of the namespace and back: the old primary rejoins from
      * inside its namespace (streaming through the new primary's socket). */
@@ -538,7 +519,7 @@ partitioned_primary_in_a_namespace_times_out_new_connections_until_restored(void
     if (noodle_pg_server_rejoin_as_standby(primary, standby, msg, sizeof msg) != 0)
         fail_msg("%s", msg);
     assert_query(primary, "SELECT pg_is_in_recovery()", "t");
-    wait_for(primary, "SELECT count(*) FROM t", "3", 5000);
+    noodle_pg_server_wait_for(primary, "SELECT count(*) FROM t", "3", 5000);
     ms = connect_ms(primary, &ok); /* still at its address in the namespace */
     assert_true(ok);
 

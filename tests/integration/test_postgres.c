@@ -1047,6 +1047,189 @@ static void metrics_hide_data_path_from_unprivileged_users(void **state) {
     admin("DROP ROLE noodle_plain", NULL, 0);
 }
 
+/* ---- integrity, standbys, archiver ------------------------------------------------------------ */
+
+static noodle_integrity_result integrity_ok(noodle_conn *c, noodle_integrity_level level) {
+    noodle_integrity_result r;
+    noodle_error err;
+    assert_ok(noodle_conn_integrity(c, level, deadline_ms(30000), &r, &err), &err);
+    return r;
+}
+
+static void quick_integrity_reads_the_catalog_and_reports_checksums_off_as_unknown(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_integrity_result r = integrity_ok(c, NOODLE_INTEGRITY_QUICK);
+    assert_int_equal(r.problems, 0);
+    assert_string_equal(r.first_problem, "");
+    assert_non_null(strstr(r.method, "pg_class"));
+    assert_null(strstr(r.method, "amcheck")); /* QUICK never runs it */
+    char checksums[16];
+    admin("SHOW data_checksums", checksums, sizeof checksums);
+    if (strcmp(checksums, "off") == 0) assert_int_equal(r.checksum_failures, -1);
+    else assert_int_equal(r.checksum_failures, 0);
+    noodle_conn_close(c);
+}
+
+static void full_integrity_runs_amcheck_on_the_catalog_indexes_only_once_installed(void **state) {
+    (void)state;
+    char path_before[256], path_after[256];
+    admin("DROP EXTENSION IF EXISTS amcheck", NULL, 0);
+    noodle_conn *c = open_default();
+    noodle_integrity_result r = integrity_ok(c, NOODLE_INTEGRITY_FULL);
+    assert_int_equal(r.problems, 0);
+    assert_non_null(strstr(r.method, "amcheck not installed"));
+    admin("CREATE EXTENSION amcheck", NULL, 0);
+    admin("SHOW search_path", path_before, sizeof path_before);
+    r = integrity_ok(c, NOODLE_INTEGRITY_FULL);
+    assert_int_equal(r.problems, 0);
+    assert_string_equal(r.first_problem, "");
+    const char *ran = strstr(r.method, "amcheck bt_index_check on ");
+    assert_non_null(ran);
+    assert_true(atoi(ran + strlen("amcheck bt_index_check on ")) > 50); /* PG 15: ~120 */
+    /* the session's search_path is put back */
+    noodle_rows *rows = NULL;
+    noodle_error err;
+    assert_ok(noodle_conn_execute(c, "SHOW search_path", NULL, 0, deadline_ms(5000), &rows, &err),
+              &err);
+    const noodle_value *v = noodle_rows_get(rows, 0, 0);
+    snprintf(path_after, sizeof path_after, "%.*s", (int)v->v.bytes.len,
+             (const char *)v->v.bytes.ptr);
+    noodle_rows_free(rows);
+    assert_string_equal(path_after, path_before);
+    noodle_conn_close(c);
+    admin("DROP EXTENSION amcheck", NULL, 0);
+}
+
+static void full_integrity_without_amcheck_privilege_says_it_did_not_run(void **state) {
+    char u[300];
+    (void)state;
+    admin("CREATE EXTENSION IF NOT EXISTS amcheck", NULL, 0);
+    admin("DROP ROLE IF EXISTS noodle_checker", NULL, 0);
+    admin("CREATE ROLE noodle_checker LOGIN", NULL, 0);
+    snprintf(u, sizeof u, "host=127.0.0.1 port=%d dbname=postgres user=noodle_checker",
+             noodle_pg_server_port(server));
+    noodle_conn *c = open_url(u);
+    noodle_integrity_result r = integrity_ok(c, NOODLE_INTEGRITY_FULL);
+    assert_int_equal(r.problems, 0);
+    assert_non_null(strstr(r.method, "amcheck not run: permission denied"));
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_test_exec_ok(c, "SELECT 1");
+    noodle_conn_close(c);
+    admin("DROP ROLE noodle_checker", NULL, 0);
+    admin("DROP EXTENSION amcheck", NULL, 0);
+}
+
+static void integrity_inside_a_transaction_is_refused_with_5011(void **state) {
+    (void)state;
+    noodle_conn *c = open_default();
+    noodle_error err;
+    noodle_integrity_result r;
+    assert_ok(noodle_conn_begin(c, NOODLE_ISOLATION_DEFAULT, deadline_ms(5000), &err), &err);
+    assert_code(noodle_conn_integrity(c, NOODLE_INTEGRITY_QUICK, deadline_ms(5000), &r, &err), &err,
+                NOODLE_E_QUERY_TXN_STATE);
+    assert_int_equal(r.problems, -1);
+    assert_ok(noodle_conn_commit(c, deadline_ms(5000), &err), &err); /* the transaction is intact */
+    noodle_conn_close(c);
+}
+
+static noodle_server_metrics metrics_of(noodle_conn *c) {
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(c, deadline_ms(5000), &m, &err), &err);
+    return m;
+}
+
+/* The server reports zeros in pg_stat_archiver even with archive_mode off;
+ * with no archiver running, the backend reports every field unknown. */
+static void archive_fields_are_unknown_when_no_archiver_runs(void **state) {
+    (void)state;
+    char mode[16];
+    admin("SHOW archive_mode", mode, sizeof mode);
+    assert_string_equal(mode, "off");
+    noodle_conn *c = open_default();
+    noodle_server_metrics m = metrics_of(c);
+    assert_int_equal(m.archive_archived_count, -1);
+    assert_int_equal(m.archive_failed_count, -1);
+    assert_int_equal(m.archive_last_archived_age_ms, -1);
+    assert_int_equal(m.archive_last_failed_age_ms, -1);
+    noodle_conn_close(c);
+}
+
+static void archive_fields_count_successes_and_failures_with_their_ages(void **state) {
+    (void)state;
+    char msg[4096], out[64];
+    noodle_pg_server *arch = NULL;
+    noodle_pg_server_options o = {.extra_conf = "archive_mode = on\narchive_command = 'true'\n"};
+    if (noodle_pg_server_start(&o, &arch, msg, sizeof msg) != 0) fail_msg("start: %s", msg);
+    noodle_conn *c = open_url(noodle_pg_server_conninfo(arch));
+    noodle_test_exec_ok(c, "CREATE TABLE arch_t (x int)");
+    noodle_test_exec_ok(c, "SELECT pg_switch_wal()");
+    noodle_server_metrics m = metrics_of(c);
+    int64_t until = noodle_test_now_ms() + 20000;
+    while (m.archive_archived_count < 1 && noodle_test_now_ms() < until) {
+        noodle_test_sleep_ms(50);
+        m = metrics_of(c);
+    }
+    assert_true(m.archive_archived_count >= 1);
+    assert_true(m.archive_last_archived_age_ms >= 0 && m.archive_last_archived_age_ms < 60000);
+    assert_int_equal(m.archive_failed_count, 0);
+    assert_int_equal(m.archive_last_failed_age_ms, -1); /* never failed */
+    /* now every archive attempt fails */
+    if (noodle_pg_server_query(arch, "ALTER SYSTEM SET archive_command = 'false'", out, sizeof out) ||
+        noodle_pg_server_query(arch, "SELECT pg_reload_conf()", out, sizeof out))
+        fail_msg("reconfigure: %s", out);
+    noodle_test_sleep_ms(200); /* the archiver reads the new setting */
+    noodle_test_exec_ok(c, "INSERT INTO arch_t VALUES (1)");
+    noodle_test_exec_ok(c, "SELECT pg_switch_wal()");
+    until = noodle_test_now_ms() + 20000;
+    while (m.archive_failed_count < 1 && noodle_test_now_ms() < until) {
+        noodle_test_sleep_ms(50);
+        m = metrics_of(c);
+    }
+    assert_true(m.archive_failed_count >= 1);
+    assert_true(m.archive_last_failed_age_ms >= 0 && m.archive_last_failed_age_ms < 60000);
+    noodle_conn_close(c);
+    noodle_pg_server_stop(arch);
+}
+
+static void a_primary_lists_its_standby_with_its_lag_and_the_standby_lists_none(void **state) {
+    (void)state;
+    char msg[4096];
+    noodle_pg_server *standby = NULL;
+    noodle_pg_server_options o = {.standby_of = server, .name = "noodle_sb1"};
+    if (noodle_pg_server_start(&o, &standby, msg, sizeof msg) != 0) fail_msg("standby: %s", msg);
+    if (noodle_pg_server_wait_streaming(server, 1, 20000, msg, sizeof msg) != 0)
+        fail_msg("streaming: %s", msg);
+    noodle_conn *p = open_default();
+    noodle_server_metrics m = metrics_of(p);
+    /* replay_lsn is NULL (lag unknown) until the standby's first reply */
+    int64_t until = noodle_test_now_ms() + 10000;
+    while (m.standbys[0].lag_bytes < 0 && noodle_test_now_ms() < until) {
+        noodle_test_sleep_ms(20);
+        m = metrics_of(p);
+    }
+    assert_int_equal(m.standby_count, 1);
+    assert_string_equal(m.standbys[0].name, "noodle_sb1");
+    assert_string_equal(m.standbys[0].state, "streaming");
+    assert_true(m.standbys[0].lag_bytes >= 0);
+    assert_true(m.standbys[0].replay_lag_ms >= -1); /* NULL once idle and caught up */
+    assert_int_equal(m.replication_lag_bytes, m.standbys[0].lag_bytes);
+    assert_string_equal(m.standbys[1].name, "");
+    assert_int_equal(m.standbys[1].lag_bytes, -1);
+    noodle_conn *s = open_url(noodle_pg_server_conninfo(standby));
+    m = metrics_of(s);
+    assert_int_equal(m.role, NOODLE_ROLE_STANDBY);
+    assert_int_equal(m.standby_count, -1); /* a standby does not list standbys */
+    assert_string_equal(m.standbys[0].name, "");
+    assert_int_equal(m.archive_archived_count, -1);
+    /* QUICK integrity works on a standby too (read only) */
+    assert_int_equal(integrity_ok(s, NOODLE_INTEGRITY_QUICK).problems, 0);
+    noodle_conn_close(s);
+    noodle_conn_close(p);
+    noodle_pg_server_stop(standby);
+}
+
 /* ---- multi-host connect: a time budget per host ---------------------------------------------- */
 
 /* Open url with a deadline; returns rc and the elapsed milliseconds. */
@@ -1661,6 +1844,13 @@ int main(void) {
         cmocka_unit_test(validate_succeeds_on_a_live_connection),
         cmocka_unit_test(metrics_report_database_size_version_and_data_path),
         cmocka_unit_test(metrics_hide_data_path_from_unprivileged_users),
+        cmocka_unit_test(quick_integrity_reads_the_catalog_and_reports_checksums_off_as_unknown),
+        cmocka_unit_test(full_integrity_runs_amcheck_on_the_catalog_indexes_only_once_installed),
+        cmocka_unit_test(full_integrity_without_amcheck_privilege_says_it_did_not_run),
+        cmocka_unit_test(integrity_inside_a_transaction_is_refused_with_5011),
+        cmocka_unit_test(archive_fields_are_unknown_when_no_archiver_runs),
+        cmocka_unit_test(archive_fields_count_successes_and_failures_with_their_ages),
+        cmocka_unit_test(a_primary_lists_its_standby_with_its_lag_and_the_standby_lists_none),
         cmocka_unit_test(multi_host_connect_moves_past_a_frozen_first_host_within_its_share),
         cmocka_unit_test(multi_host_connect_gives_each_host_connect_timeout),
         cmocka_unit_test(multi_host_connect_failure_names_every_host),

@@ -53,6 +53,9 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 #include "test_util.h"
 
@@ -1588,6 +1591,25 @@ int noodle_pg_server_query(const noodle_pg_server *s, const char *sql, char *out
     }
     PQfinish(conn);
     return rc;
+}
+
+void noodle_pg_server_query_ok(const noodle_pg_server *s, const char *sql, char *out,
+                               size_t outlen) {
+    if (noodle_pg_server_query(s, sql, out, outlen) != 0)
+        fail_msg("on port %d: %s: %s", noodle_pg_server_port(s), sql, out);
+}
+
+void noodle_pg_server_wait_for(const noodle_pg_server *s, const char *sql, const char *want,
+                               int timeout_ms) {
+    char out[1024] = "";
+    int64_t until = noodle_test_now_ms() + timeout_ms;
+    for (;;) {
+        if (noodle_pg_server_query(s, sql, out, sizeof out) == 0 && strcmp(out, want) == 0) return;
+        if (noodle_test_now_ms() >= until)
+            fail_msg("on port %d: %s: still '%s' after %d ms, want '%s'", noodle_pg_server_port(s),
+                     sql, out, timeout_ms, want);
+        noodle_test_sleep_ms(2);
+    }
 }
 
 int noodle_pg_server_freeze(noodle_pg_server *s) {

@@ -101,6 +101,14 @@ bool noodle_pg_server_is_running(const noodle_pg_server *s);
  * the server's message in out. */
 int noodle_pg_server_query(const noodle_pg_server *s, const char *sql, char *out, size_t outlen);
 
+/* Test assertions (cmocka): noodle_pg_server_query that fails the test on
+ * an error; and polling sql until its first cell is want (a standby
+ * applying WAL), failing the test after timeout_ms. */
+void noodle_pg_server_query_ok(const noodle_pg_server *s, const char *sql, char *out,
+                               size_t outlen);
+void noodle_pg_server_wait_for(const noodle_pg_server *s, const char *sql, const char *want,
+                               int timeout_ms);
+
 /* SIGSTOP / SIGCONT the postmaster and every child process (each backend is
  * its own process group, so stopping the postmaster alone is not enough). */
 int noodle_pg_server_freeze(noodle_pg_server *s);

@@ -782,6 +782,50 @@ static void metrics_report_the_server_version_and_a_measured_size(void **state) 
     assert_int_equal(m.role, NOODLE_ROLE_PRIMARY);
 }
 
+/* Standbys past standby_count, and every one when it is unknown, are empty
+ * with unknown lags; archiver fields are counts or -1, never garbage. */
+static void metrics_leave_unreported_standbys_and_archiver_fields_unknown(void **state) {
+    fixture *f = *state;
+    noodle_server_metrics m;
+    noodle_error err;
+    assert_ok(noodle_conn_metrics(f->a, DEADLINE(), &m, &err), &err);
+    assert_true(m.standby_count >= -1);
+    for (int64_t i = m.standby_count < 0 ? 0 : m.standby_count; i < NOODLE_STANDBYS_REPORTED; i++) {
+        assert_string_equal(m.standbys[i].name, "");
+        assert_int_equal(m.standbys[i].lag_bytes, -1);
+        assert_int_equal(m.standbys[i].replay_lag_ms, -1);
+    }
+    assert_true(m.archive_archived_count >= -1 && m.archive_failed_count >= -1);
+    assert_true(m.archive_last_archived_age_ms >= -1 && m.archive_last_failed_age_ms >= -1);
+}
+
+static void integrity_of_a_healthy_database_finds_no_problem_at_either_level(void **state) {
+    fixture *f = *state;
+    for (int i = 0; i < 50; i++) insert_kv(f->a, i, "rows for the check to walk");
+    const noodle_integrity_level levels[] = {NOODLE_INTEGRITY_QUICK, NOODLE_INTEGRITY_FULL};
+    for (size_t i = 0; i < 2; i++) {
+        noodle_integrity_result r;
+        noodle_error err;
+        assert_ok(noodle_conn_integrity(f->a, levels[i], DEADLINE(), &r, &err), &err);
+        assert_int_equal(r.problems, 0);
+        assert_true(r.method[0] != '\0');
+        assert_string_equal(r.first_problem, "");
+        assert_true(r.checksum_failures == -1 || r.checksum_failures == 0);
+    }
+    assert_int_equal(noodle_conn_get_state(f->a), NOODLE_CONN_OK);
+    assert_int_equal(count_kv(f->b), 50);
+}
+
+static void an_unknown_integrity_level_is_refused_with_4011(void **state) {
+    fixture *f = *state;
+    noodle_integrity_result r;
+    noodle_error err;
+    assert_code(noodle_conn_integrity(f->a, (noodle_integrity_level)7, DEADLINE(), &r, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_int_equal(r.problems, -1);
+    assert_int_equal(noodle_conn_get_state(f->a), NOODLE_CONN_OK);
+}
+
 static void a_passed_deadline_fails_with_4004_and_breaks_the_connection(void **state) {
     fixture *f = *state;
     noodle_rows *r = NULL;
@@ -818,6 +862,7 @@ static void every_operation_fails_through_its_fail_point_with_a_coded_error(void
     noodle_rows *r = NULL;
     noodle_role role;
     noodle_server_metrics m;
+    noodle_integrity_result ir;
     int rc;
     /* non-fatal injected codes leave the connection usable */
     arm("execute", NOODLE_E_QUERY_SERIALIZATION);
@@ -830,7 +875,7 @@ static void every_operation_fails_through_its_fail_point_with_a_coded_error(void
     struct {
         const char *op;
     } each[] = {{"validate"}, {"execute"}, {"begin"}, {"commit"}, {"rollback"}, {"savepoint"},
-                {"release"}, {"rollback_to"}, {"role"}, {"metrics"}};
+                {"release"}, {"rollback_to"}, {"role"}, {"metrics"}, {"integrity"}};
     for (size_t i = 0; i < sizeof each / sizeof each[0]; i++) {
         noodle_conn *c = open_conn();
         arm(each[i].op, 0);
@@ -844,13 +889,24 @@ static void every_operation_fails_through_its_fail_point_with_a_coded_error(void
         else if (strcmp(op, "release") == 0) rc = noodle_conn_release(c, "sp", DEADLINE(), &err);
         else if (strcmp(op, "rollback_to") == 0) rc = noodle_conn_rollback_to(c, "sp", DEADLINE(), &err);
         else if (strcmp(op, "role") == 0) rc = noodle_conn_role(c, DEADLINE(), &role, &err);
-        else rc = noodle_conn_metrics(c, DEADLINE(), &m, &err);
+        else if (strcmp(op, "metrics") == 0) rc = noodle_conn_metrics(c, DEADLINE(), &m, &err);
+        else rc = noodle_conn_integrity(c, NOODLE_INTEGRITY_QUICK, DEADLINE(), &ir, &err);
         disarm();
         if (rc != NOODLE_E_CONNECTION_LOST) fail_msg("fail point on %s: got %d", op, rc);
         assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_BROKEN);
         assert_code(noodle_conn_validate(c, DEADLINE(), &err), &err, NOODLE_E_CONNECTION_BROKEN);
         noodle_conn_close(c);
     }
+    /* an integrity check stopped by its fail point found nothing: unknown */
+    arm("integrity", NOODLE_E_QUERY_FAILED);
+    rc = noodle_conn_integrity(f->a, NOODLE_INTEGRITY_FULL, DEADLINE(), &ir, &err);
+    disarm();
+    assert_code(rc, &err, NOODLE_E_QUERY_FAILED);
+    assert_non_null(strstr(err.detail, "backend/"));
+    assert_int_equal(ir.problems, -1);
+    assert_int_equal(ir.checksum_failures, -1);
+    assert_string_equal(ir.method, "");
+    assert_int_equal(noodle_conn_get_state(f->a), NOODLE_CONN_OK);
     /* connect */
     arm("connect", 0);
     noodle_connect_params p = {.url = url, .deadline = DEADLINE()};
@@ -937,6 +993,9 @@ int main(int argc, char **argv) {
         T(every_isolation_level_begins_and_commits),
         T(a_writable_database_reports_the_primary_role),
         T(metrics_report_the_server_version_and_a_measured_size),
+        T(metrics_leave_unreported_standbys_and_archiver_fields_unknown),
+        T(integrity_of_a_healthy_database_finds_no_problem_at_either_level),
+        T(an_unknown_integrity_level_is_refused_with_4011),
         T(a_passed_deadline_fails_with_4004_and_breaks_the_connection),
         T(every_operation_fails_through_its_fail_point_with_a_coded_error),
     };

@@ -1553,6 +1553,87 @@ static int start_backend(const char *name) {
     return 0;
 }
 
+/* ---- observers ------------------------------------------------------------------------------- */
+
+typedef struct seen_events {
+    int n;
+    char sql[4][128];
+    int code[4];
+    int64_t rows[4], duration_ns[4];
+    bool in_txn[4];
+} seen_events;
+
+static void record_event(const noodle_db_event *ev, void *arg) {
+    seen_events *s = arg;
+    assert_int_equal(ev->sql_len, strlen(ev->sql));
+    if (s->n < 4) {
+        snprintf(s->sql[s->n], sizeof s->sql[0], "%s", ev->sql);
+        s->code[s->n] = ev->code;
+        s->rows[s->n] = ev->rows;
+        s->duration_ns[s->n] = ev->duration_ns;
+        s->in_txn[s->n] = ev->in_transaction;
+    }
+    s->n++;
+}
+
+static void observers_see_each_statement_with_its_text_outcome_rows_and_time(void **state) {
+    (void)state;
+    seen_events a = {0}, b = {0};
+    noodle_error err;
+    assert_ok(noodle_db_observe(db, record_event, &a, &err), &err);
+    assert_ok(noodle_db_observe(db, record_event, &b, &err), &err);
+    insert_item(1, "one", 1.0);
+    insert_item(2, "two", 2.0);
+    noodle_rows *r = query_ok("SELECT id FROM items ORDER BY id", NULL, 0);
+    noodle_rows_free(r);
+    noodle_rows *bad = NULL;
+    assert_int_equal(noodle_db_query(db, NULL, "SELECT nope FROM items", NULL, 0, &bad, &err),
+                     NOODLE_E_QUERY_SYNTAX);
+    assert_int_equal(a.n, 4);
+    assert_int_equal(b.n, 4);
+    /* the CRUD insert reports the SQL it built, and the rows it changed */
+    assert_non_null(strstr(a.sql[0], "INSERT INTO \"items\""));
+    assert_int_equal(a.rows[0], 1);
+    assert_string_equal(a.sql[2], "SELECT id FROM items ORDER BY id");
+    assert_int_equal(a.rows[2], 2);
+    assert_int_equal(a.code[2], 0);
+    assert_int_equal(a.code[3], NOODLE_E_QUERY_SYNTAX);
+    assert_int_equal(a.rows[3], -1);
+    for (int i = 0; i < 4; i++) {
+        assert_false(a.in_txn[i]);
+        assert_true(a.duration_ns[i] > 0);
+        assert_true(a.duration_ns[i] < NOODLE_SEC(10));
+    }
+}
+
+static void statements_in_a_transaction_are_reported_as_such(void **state) {
+    (void)state;
+    seen_events a = {0};
+    noodle_error err;
+    assert_ok(noodle_db_observe(db, record_event, &a, &err), &err);
+    noodle_conn *c = NULL;
+    assert_ok(noodle_pool_acquire(pool, &c, &err), &err);
+    noodle_txn t;
+    assert_ok(noodle_txn_begin(c, NOODLE_ISOLATION_DEFAULT, &t, &err), &err);
+    assert_ok(noodle_db_exec(db, &t, "UPDATE victim SET v = 'x'", NULL, 0, NULL, &err), &err);
+    assert_ok(noodle_txn_commit(&t, &err), &err);
+    noodle_pool_release(pool, &c);
+    assert_int_equal(a.n, 1);
+    assert_true(a.in_txn[0]);
+    assert_int_equal(a.rows[0], 1);
+}
+
+static void a_ninth_observer_is_refused_with_3002(void **state) {
+    (void)state;
+    seen_events a = {0};
+    noodle_error err;
+    for (int i = 0; i < 8; i++) assert_ok(noodle_db_observe(db, record_event, &a, &err), &err);
+    assert_int_equal(noodle_db_observe(db, record_event, &a, &err), NOODLE_E_DB_INVALID_ARGUMENT);
+    assert_int_equal(noodle_db_observe(db, NULL, &a, &err), NOODLE_E_DB_INVALID_ARGUMENT);
+    exec_ok("DELETE FROM victim WHERE id = 1");
+    assert_int_equal(a.n, 8); /* the eight registered ones each saw it once */
+}
+
 int main(int argc, char **argv) {
     const char *name = argc >= 2 ? argv[1] : "mock";
     if (argc > 2 || start_backend(name) != 0) return 2;
@@ -1588,6 +1669,9 @@ int main(int argc, char **argv) {
         T(a_rolled_back_transaction_leaves_no_crud_write_behind),
         T(call_timeout_bounds_the_wait_for_a_connection_with_2002),
         T(one_db_serves_many_threads_at_once),
+        T(observers_see_each_statement_with_its_text_outcome_rows_and_time),
+        T(statements_in_a_transaction_are_reported_as_such),
+        T(a_ninth_observer_is_refused_with_3002),
     };
     const struct CMUnitTest mock_tests[] = {
         T(a_slow_statement_is_cut_by_call_timeout_with_4004),

@@ -1622,6 +1622,150 @@ static void metrics_report_the_stored_size_and_unknown_replication(void **state)
     noodle_conn_close(c);
 }
 
+/* ---- simulated health state ------------------------------------------------------------ */
+
+static noodle_integrity_result integrity(noodle_conn *c, noodle_integrity_level level) {
+    noodle_integrity_result r;
+    noodle_error err;
+    assert_ok(noodle_conn_integrity(c, level, DEADLINE(), &r, &err), &err);
+    return r;
+}
+
+static void simulated_corruption_is_reported_by_both_checks_until_cleared(void **state) {
+    (void)state;
+    noodle_error err;
+    noodle_conn *c = open_node("mock://health");
+    make_kv(c);
+    put(c, 1, 1);
+    assert_int_equal(integrity(c, NOODLE_INTEGRITY_QUICK).problems, 0);
+    assert_ok(noodle_mock_set_corruption("health", 3, "page 7: bad checksum", &err), &err);
+    assert_ok(noodle_mock_set_checksum_failures("health", 2, &err), &err);
+    const noodle_integrity_level levels[] = {NOODLE_INTEGRITY_QUICK, NOODLE_INTEGRITY_FULL};
+    for (size_t i = 0; i < 2; i++) {
+        noodle_integrity_result r = integrity(c, levels[i]);
+        assert_int_equal(r.problems, 3);
+        assert_int_equal(r.checksum_failures, 2);
+        assert_string_equal(r.first_problem, "page 7: bad checksum");
+        assert_true(r.method[0] != '\0');
+    }
+    /* corruption is state, not a fault: clear_faults keeps it */
+    assert_ok(noodle_mock_clear_faults("health", &err), &err);
+    assert_int_equal(integrity(c, NOODLE_INTEGRITY_QUICK).problems, 3);
+    assert_ok(noodle_mock_set_corruption("health", 0, "ignored", &err), &err);
+    assert_ok(noodle_mock_set_checksum_failures("health", -1, &err), &err);
+    noodle_integrity_result r = integrity(c, NOODLE_INTEGRITY_FULL);
+    assert_int_equal(r.problems, 0);
+    assert_int_equal(r.checksum_failures, -1);
+    assert_string_equal(r.first_problem, "");
+    noodle_conn_close(c);
+}
+
+static void integrity_faults_fail_the_check_with_their_code_and_leave_it_unknown(void **state) {
+    (void)state;
+    noodle_error err;
+    noodle_conn *c = open_node("mock://health");
+    assert_ok(noodle_mock_fail_next("health", NOODLE_MOCK_OP_INTEGRITY, 1,
+                                    NOODLE_E_QUERY_CANCELED, &err), &err);
+    noodle_integrity_result r;
+    assert_code(noodle_conn_integrity(c, NOODLE_INTEGRITY_QUICK, DEADLINE(), &r, &err), &err,
+                NOODLE_E_QUERY_CANCELED);
+    assert_int_equal(r.problems, -1);
+    assert_int_equal(integrity(c, NOODLE_INTEGRITY_QUICK).problems, 0);
+    noodle_mock_stats st;
+    assert_ok(noodle_mock_node_stats("health", &st, &err), &err);
+    assert_int_equal(st.calls[NOODLE_MOCK_OP_INTEGRITY], 2);
+    assert_int_equal(st.failures[NOODLE_MOCK_OP_INTEGRITY], 1);
+    noodle_conn_close(c);
+}
+
+static void simulated_standbys_and_archiver_are_reported_by_metrics(void **state) {
+    (void)state;
+    noodle_error err;
+    noodle_standby_status sb[10];
+    for (int i = 0; i < 10; i++) {
+        sb[i] = (noodle_standby_status){.lag_bytes = i * 100, .replay_lag_ms = i};
+        snprintf(sb[i].name, sizeof sb[i].name, "standby%d", i);
+        snprintf(sb[i].state, sizeof sb[i].state, "streaming");
+    }
+    sb[9].lag_bytes = -1; /* unknown: does not count for the largest lag */
+    assert_ok(noodle_mock_set_standbys("health", sb, 10, &err), &err);
+    assert_ok(noodle_mock_set_archiver("health", 42, 1, 1500, -1, &err), &err);
+    noodle_conn *c = open_node("mock://health");
+    noodle_server_metrics m;
+    assert_ok(noodle_conn_metrics(c, DEADLINE(), &m, &err), &err);
+    assert_int_equal(m.standby_count, 10);
+    assert_int_equal(m.replication_lag_bytes, 800);
+    assert_string_equal(m.standbys[0].name, "standby0");
+    assert_string_equal(m.standbys[7].name, "standby7"); /* the first 8 of 10 */
+    assert_string_equal(m.standbys[7].state, "streaming");
+    assert_int_equal(m.standbys[7].lag_bytes, 700);
+    assert_int_equal(m.standbys[7].replay_lag_ms, 7);
+    assert_int_equal(m.archive_archived_count, 42);
+    assert_int_equal(m.archive_failed_count, 1);
+    assert_int_equal(m.archive_last_archived_age_ms, 1500);
+    assert_int_equal(m.archive_last_failed_age_ms, -1);
+    /* cleared: no standby, and the archiver unknown again */
+    assert_ok(noodle_mock_set_standbys("health", NULL, 0, &err), &err);
+    assert_ok(noodle_mock_set_archiver("health", -1, -1, -1, -1, &err), &err);
+    assert_ok(noodle_conn_metrics(c, DEADLINE(), &m, &err), &err);
+    assert_int_equal(m.standby_count, 0);
+    assert_string_equal(m.standbys[0].name, "");
+    assert_int_equal(m.standbys[0].lag_bytes, -1);
+    assert_int_equal(m.archive_archived_count, -1);
+    noodle_conn_close(c);
+}
+
+static void health_controls_refuse_bad_values_with_4011(void **state) {
+    (void)state;
+    noodle_error err;
+    noodle_standby_status sb[NOODLE_MOCK_MAX_STANDBYS + 1] = {{.lag_bytes = -2}};
+    assert_code(noodle_mock_set_corruption("health", -1, NULL, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_checksum_failures("health", -2, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_standbys("health", sb, 1, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_standbys("health", sb, NOODLE_MOCK_MAX_STANDBYS + 1, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_standbys("health", NULL, 1, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_archiver("health", 0, -3, 0, 0, &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+    assert_code(noodle_mock_set_corruption("bad name!", 1, "x", &err), &err,
+                NOODLE_E_BACKEND_INVALID_ARGUMENT);
+}
+
+/* A backend built before the integrity op (its table ends before it) is
+ * still accepted; asking it for integrity fails with 4016 without calling
+ * it. */
+static void a_backend_built_before_integrity_fails_it_with_4016(void **state) {
+    (void)state;
+    static noodle_backend_ops old;
+    old = *noodle_mock_backend();
+    old.name = "mock_abi1";
+    old.struct_size = (uint32_t)offsetof(noodle_backend_ops, integrity);
+    old.integrity = NULL;
+    noodle_error err;
+    assert_ok(noodle_backend_register(&old, &err), &err);
+    noodle_connect_params p = {.url = "mock://old", .deadline = DEADLINE()};
+    noodle_conn *c = NULL;
+    assert_ok(noodle_conn_open(&old, &p, &c, &err), &err);
+    noodle_integrity_result r;
+    assert_code(noodle_conn_integrity(c, NOODLE_INTEGRITY_QUICK, DEADLINE(), &r, &err), &err,
+                NOODLE_E_BACKEND_UNSUPPORTED);
+    assert_int_equal(r.problems, -1);
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_mock_stats st;
+    assert_ok(noodle_mock_node_stats("old", &st, &err), &err);
+    assert_int_equal(st.calls[NOODLE_MOCK_OP_INTEGRITY], 0);
+    noodle_conn_close(c);
+    /* a table large enough to hold the op must implement it */
+    noodle_backend_ops missing = *noodle_mock_backend();
+    missing.name = "mock_missing";
+    missing.integrity = NULL;
+    assert_code(noodle_backend_register(&missing, &err), &err, NOODLE_E_BACKEND_ABI_MISMATCH);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup(fn, setup)
     const struct CMUnitTest tests[] = {
@@ -1670,6 +1814,11 @@ int main(void) {
         T(urls_name_nodes_and_anything_else_fails_with_4001),
         T(register_makes_the_mock_findable_and_is_idempotent),
         T(metrics_report_the_stored_size_and_unknown_replication),
+        T(simulated_corruption_is_reported_by_both_checks_until_cleared),
+        T(integrity_faults_fail_the_check_with_their_code_and_leave_it_unknown),
+        T(simulated_standbys_and_archiver_are_reported_by_metrics),
+        T(health_controls_refuse_bad_values_with_4011),
+        T(a_backend_built_before_integrity_fails_it_with_4016),
     };
 #undef T
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

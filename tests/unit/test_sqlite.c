@@ -162,6 +162,106 @@ static void a_file_that_is_not_a_database_fails_with_4014(void **state) {
     assert_null(c);
 }
 
+/* ---- integrity ---------------------------------------------------------------------- */
+
+static noodle_integrity_result check(noodle_conn *c, noodle_integrity_level level) {
+    noodle_integrity_result r;
+    noodle_error err;
+    assert_ok(noodle_conn_integrity(c, level, DEADLINE(), &r, &err), &err);
+    return r;
+}
+
+/* Fill t and an index on it over several pages; returns the index's root
+ * page and the page size. */
+static void make_indexed_table(int64_t *index_root, int64_t *page_size) {
+    noodle_conn *c = open_url(path);
+    noodle_test_exec_ok(c, "CREATE INDEX t_v ON t (v)");
+    for (int i = 0; i < 400; i++) {
+        char v[64];
+        snprintf(v, sizeof v, "value %d with some padding to fill pages", i);
+        noodle_value p[2] = {noodle_int64(i), noodle_text(v)};
+        noodle_rows_free(run(c, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2));
+    }
+    *index_root = noodle_test_query_int(c, "SELECT rootpage FROM sqlite_schema WHERE name = 't_v'");
+    *page_size = noodle_test_query_int(c, "PRAGMA page_size");
+    noodle_conn_close(c); /* the last connection checkpoints the WAL into the file */
+}
+
+/* Overwrite page (1-based) of the database file with garbage. */
+static void overwrite_page(int64_t page, int64_t page_size) {
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, (long)((page - 1) * page_size), SEEK_SET), 0);
+    for (int64_t i = 0; i < page_size; i++) fputc((int)(0xA5 ^ (i * 7)) & 0xff, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void an_intact_file_passes_quick_and_full_checks_naming_the_pragma(void **state) {
+    (void)state;
+    int64_t root, page_size;
+    make_indexed_table(&root, &page_size);
+    noodle_conn *c = open_url(path);
+    noodle_integrity_result q = check(c, NOODLE_INTEGRITY_QUICK);
+    noodle_integrity_result full = check(c, NOODLE_INTEGRITY_FULL);
+    assert_int_equal(q.problems, 0);
+    assert_int_equal(full.problems, 0);
+    assert_string_equal(q.method, "PRAGMA quick_check");
+    assert_string_equal(full.method, "PRAGMA integrity_check");
+    assert_int_equal(q.checksum_failures, -1); /* SQLite pages carry no checksums */
+    noodle_conn_close(c);
+}
+
+static void a_garbage_index_page_is_found_by_quick_and_full_checks(void **state) {
+    (void)state;
+    int64_t root, page_size;
+    make_indexed_table(&root, &page_size);
+    assert_true(root > 1);
+    overwrite_page(root, page_size);
+    noodle_conn *c = open_url(path);
+    noodle_integrity_result q = check(c, NOODLE_INTEGRITY_QUICK);
+    noodle_integrity_result full = check(c, NOODLE_INTEGRITY_FULL);
+    assert_true(q.problems > 0);
+    assert_true(full.problems > 0);
+    /* each reported line is a problem; the first is named (not SQLite's heading) */
+    assert_true(q.first_problem[0] != '\0');
+    assert_null(strchr(q.first_problem, '\n'));
+    assert_null(strstr(full.first_problem, "*** in database"));
+    /* finding damage is a result, not a failure: the connection stays usable */
+    assert_int_equal(noodle_conn_get_state(c), NOODLE_CONN_OK);
+    noodle_conn_close(c);
+}
+
+static void a_garbage_table_page_is_found_by_quick_and_full_checks(void **state) {
+    (void)state;
+    int64_t root, page_size;
+    make_indexed_table(&root, &page_size);
+    noodle_conn *c = open_url(path);
+    int64_t table_root =
+        noodle_test_query_int(c, "SELECT rootpage FROM sqlite_schema WHERE name = 't'");
+    noodle_conn_close(c);
+    overwrite_page(table_root, page_size);
+    c = open_url(path);
+    assert_true(check(c, NOODLE_INTEGRITY_QUICK).problems > 0);
+    assert_true(check(c, NOODLE_INTEGRITY_FULL).problems > 0);
+    noodle_conn_close(c);
+}
+
+/* A file that is not a database cannot be checked at all: connect fails
+ * with 4014 (as for a_file_that_is_not_a_database_fails_with_4014), and
+ * a check that meets SQLITE_NOTADB fails with 4014 too. */
+static void a_database_whose_header_page_is_garbage_cannot_be_opened_for_a_check(void **state) {
+    (void)state;
+    int64_t root, page_size;
+    make_indexed_table(&root, &page_size);
+    overwrite_page(1, page_size);
+    noodle_connect_params p = {.url = path, .deadline = DEADLINE()};
+    noodle_conn *c = NULL;
+    noodle_error err;
+    assert_code(noodle_conn_open(noodle_backend_sqlite(), &p, &c, &err), &err,
+                NOODLE_E_INVALID_DATABASE);
+    assert_null(c);
+}
+
 static void a_read_only_database_reports_its_role_and_refuses_writes(void **state) {
     (void)state;
     char uri[400];
@@ -201,6 +301,14 @@ static void metrics_name_the_database_file_and_measure_its_size(void **state) {
     assert_true(m.database_size_bytes >= 4096);
     assert_memory_equal(m.server_version, "SQLite 3.", 9);
     assert_int_equal(m.replication_lag_bytes, -1); /* unknown, never guessed */
+    /* no replication and no archiver in SQLite */
+    assert_int_equal(m.standby_count, -1);
+    assert_string_equal(m.standbys[0].name, "");
+    assert_int_equal(m.standbys[0].lag_bytes, -1);
+    assert_int_equal(m.archive_archived_count, -1);
+    assert_int_equal(m.archive_failed_count, -1);
+    assert_int_equal(m.archive_last_archived_age_ms, -1);
+    assert_int_equal(m.archive_last_failed_age_ms, -1);
     noodle_conn_close(c);
 }
 
@@ -486,6 +594,10 @@ int main(void) {
         T(text_with_embedded_nul_bytes_is_stored_verbatim),
         T(a_stale_snapshot_write_is_a_serialization_failure),
         T(a_file_that_is_not_a_database_fails_with_4014),
+        T(an_intact_file_passes_quick_and_full_checks_naming_the_pragma),
+        T(a_garbage_index_page_is_found_by_quick_and_full_checks),
+        T(a_garbage_table_page_is_found_by_quick_and_full_checks),
+        T(a_database_whose_header_page_is_garbage_cannot_be_opened_for_a_check),
         T(a_read_only_database_reports_its_role_and_refuses_writes),
         T(in_memory_databases_work_without_a_file),
         T(metrics_name_the_database_file_and_measure_its_size),

@@ -1254,6 +1254,43 @@ static void run_retries_conflicts_until_an_attempt_commits(void **state) {
     assert_int_equal(committed_count(), 4);
 }
 
+/* The observer hears of each run once, with its outcome and attempts. */
+typedef struct txn_seen {
+    int n, code, attempts;
+    int64_t duration_ns;
+} txn_seen;
+
+static void txn_seen_fn(const noodle_txn_event *ev, void *arg) {
+    txn_seen *s = arg;
+    s->n++;
+    s->code = ev->code;
+    s->attempts = ev->attempts;
+    s->duration_ns = ev->duration_ns;
+}
+
+static void run_tells_its_observer_the_outcome_and_attempts_once(void **state) {
+    (void)state;
+    noodle_pool *pool = open_pool(2);
+    noodle_error err;
+    txn_seen seen = {0};
+    work w = {.id = 1};
+    noodle_txn_options o = run_options(5);
+    o.observer = txn_seen_fn;
+    o.observer_arg = &seen;
+    assert_ok(run_armed(pool, &o, &w, "commit", NOODLE_E_QUERY_SERIALIZATION, 2, &err), &err);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.code, 0);
+    assert_int_equal(seen.attempts, 3);
+    assert_true(seen.duration_ns > 0);
+    work w2 = {.id = 2, .fail_with = NOODLE_E_QUERY_DATA};
+    assert_code(noodle_txn_run(pool, &o, work_fn, &w2, &err), &err, NOODLE_E_QUERY_DATA);
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.code, NOODLE_E_QUERY_DATA);
+    assert_int_equal(seen.attempts, 1);
+    noodle_pool_close(pool);
+    assert_committed(BIT(1), "the first run only");
+}
+
 /* The mock's own injected conflicts (fail_next) are retried the same way. */
 static void run_retries_conflicts_injected_by_the_mock_node(void **state) {
     (void)state;
@@ -1807,6 +1844,7 @@ int main(int argc, char **argv) {
         T(run_commits_the_work_of_its_function),
         T(run_rolls_back_when_the_function_returns_a_code),
         T(run_retries_conflicts_until_an_attempt_commits),
+        T(run_tells_its_observer_the_outcome_and_attempts_once),
         T(run_retries_conflicts_injected_by_the_mock_node),
         T(run_gives_up_after_max_attempts_with_6035_naming_the_last_conflict),
         T(run_does_not_retry_a_code_that_is_not_a_conflict),

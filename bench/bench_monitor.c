@@ -5,8 +5,9 @@
  *      against the same stack with no monitor, in interleaved rounds of the
  *      same run; four trials on fresh stacks, alternating which is opened
  *      first. The peer is the stack without the monitor. Target: on >= 97 %
- *      of off, with the default options (one statement in 8 timed
- *      precisely, every one counted); shown also with every statement timed.
+ *      of off, with the default options (every statement counted and,
+ *      where the TSC is the clock, timed); shown also with one statement in
+ *      8 timed.
  *   2. The monitor's memory while it is fed 1 M distinct query texts (each
  *      its own fingerprint), read at 10 k, 100 k and 1 M: it must stay
  *      bounded by its cap on fingerprints, not grow with the texts. The
@@ -32,7 +33,7 @@
 #define DISTINCT_TEXTS 1000000
 
 static long checksum;
-static double exact_ratio; /* throughput on / off with every statement timed */
+static double sampled_ratio; /* throughput on / off with one statement in 8 timed */
 
 /* ---- one stack: a pool of one :memory: connection and a db over it ------------------------- */
 
@@ -176,13 +177,13 @@ static double bench_throughput(void) {
            "on (watching the pool and the db, sampler every 10 s) vs off; %d trials of %d rounds "
            "of %d selects, best round of each\n",
            TRIALS, ROUNDS, SELECTS);
-    double sampled = throughput_with(0, "default options (one statement in 8 timed precisely, "
-                                        "every one counted)");
-    double exact = throughput_with(1, "timing_sample_every = 1 (every statement timed precisely)");
-    printf("    target on/off >= %.2f with the default options: %s (every statement timed: %.3f)\n\n",
-           TARGET_RATIO, verdict(sampled >= TARGET_RATIO), exact);
-    exact_ratio = exact;
-    return sampled;
+    double dflt = throughput_with(0, "default options (every statement counted; timed precisely "
+                                     "where the TSC is the clock, else one in 8)");
+    sampled_ratio = throughput_with(8, "timing_sample_every = 8 (one statement in 8 timed "
+                                       "precisely, every one counted)");
+    printf("    target on/off >= %.2f with the default options: %s (one in 8 timed: %.3f)\n\n",
+           TARGET_RATIO, verdict(dflt >= TARGET_RATIO), sampled_ratio);
+    return dflt;
 }
 
 /* ---- 2. memory after 1 M distinct texts --------------------------------------------------------- */
@@ -258,8 +259,8 @@ int main(int argc, char **argv) {
     size_t bytes = memory ? bench_memory() : 0;
     printf("total %.1f s (checksum %ld)\n", (double)(now_ns() - t0) / 1e9, checksum);
     printf("summary");
-    if (throughput) printf(" monitor_on_off_ratio=%.3f monitor_on_off_ratio_every_call_timed=%.3f",
-                           ratio, exact_ratio);
+    if (throughput) printf(" monitor_on_off_ratio=%.3f monitor_on_off_ratio_one_in_8_timed=%.3f",
+                           ratio, sampled_ratio);
     if (memory) printf(" monitor_bytes_after_1m=%zu", bytes);
     printf("\n");
     return 0;

@@ -274,6 +274,11 @@ void noodle__ticks_init(void) { pthread_once(&ticks_once, calibrate_ticks); }
 
 int64_t noodle__monotonic_ns(void) { return real_now(NULL); }
 
+bool noodle__ticks_cheap(void) {
+    noodle__ticks_init();
+    return atomic_load_explicit(&noodle__ticks_tsc, memory_order_acquire);
+}
+
 int64_t noodle__duration_start(const noodle_clock *c) {
     c = CLOCK_OR_REAL(c);
     return c->ops == &real_ops ? noodle__ticks() : c->ops->now(c);

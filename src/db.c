@@ -362,36 +362,44 @@ static bool time_precisely(unsigned every) {
     return --untimed_left == 0;
 }
 
-/* run_untimed, timed and reported to the observers when there are any. A
- * statement that is not timed precisely gets the pool's coarse hold time
- * of its connection (read anyway), or two coarse readings. */
-static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *sql,
-                    const noodle_value *params, size_t n, noodle_rows **out, noodle_error *err) {
-    size_t nobs = atomic_load_explicit(&db->nobservers, memory_order_acquire);
-    if (nobs == 0) return run_untimed(db, txn, kind, sql, params, n, out, NULL, err);
-    const noodle_clock *clock = db->timing_clock;
-    bool precise = time_precisely(atomic_load_explicit(&db->time_every, memory_order_relaxed));
-    bool pool_measures = txn == NULL && db->pool != NULL;
-    int64_t start = precise          ? noodle__duration_start(clock)
-                    : pool_measures ? 0
-                                    : noodle_clock_now_coarse(clock);
-    int64_t held = -1;
-    int rc = run_untimed(db, txn, kind, sql, params, n, out, &held, err);
-    int64_t duration = precise         ? noodle__duration_ns(clock, start)
-                       : pool_measures ? held
-                                       : noodle_clock_now_coarse(clock) - start;
+/* Tell the observers about one statement (out of line: the statement's own
+ * path stays the same with and without observers). */
+__attribute__((noinline)) static void report(noodle_db *db, size_t nobs, const char *sql,
+                                             int rc, const noodle_rows *out, bool in_txn,
+                                             int64_t duration, bool precise) {
     noodle_db_event ev = {
         .sql = sql,
         .sql_len = strlen(sql),
         .code = rc,
         .duration_ns = duration >= 0 || precise ? (duration > 0 ? duration : 0) : -1,
         .duration_precise = precise,
-        .rows = rc != 0                          ? -1
-                : noodle_rows_columns(*out) > 0 ? (int64_t)noodle_rows_count(*out)
-                                                 : noodle_rows_affected(*out),
-        .in_transaction = txn != NULL,
+        .rows = rc != 0 ? -1 : noodle__rows_reported(out),
+        .in_transaction = in_txn,
     };
     for (size_t i = 0; i < nobs; i++) db->observers[i].fn(&ev, db->observers[i].arg);
+}
+
+/* run_untimed, timed and reported to the observers when there are any. A
+ * statement that is not timed precisely gets the pool's coarse hold time
+ * of its connection (read anyway), or two coarse readings. */
+static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *sql,
+                    const noodle_value *params, size_t n, noodle_rows **out, noodle_error *err) {
+    size_t nobs = atomic_load_explicit(&db->nobservers, memory_order_acquire);
+    const noodle_clock *clock = db->timing_clock;
+    bool precise = false, pool_measures = txn == NULL && db->pool != NULL;
+    int64_t start = 0, held = -1;
+    if (nobs > 0) {
+        precise = time_precisely(atomic_load_explicit(&db->time_every, memory_order_relaxed));
+        if (precise) start = noodle__duration_start(clock);
+        else if (!pool_measures) start = noodle_clock_now_coarse(clock);
+    }
+    int rc = run_untimed(db, txn, kind, sql, params, n, out, &held, err);
+    if (nobs > 0) {
+        int64_t duration = precise         ? noodle__duration_ns(clock, start)
+                           : pool_measures ? held
+                                           : noodle_clock_now_coarse(clock) - start;
+        report(db, nobs, sql, rc, *out, txn != NULL, duration, precise);
+    }
     return rc;
 }
 

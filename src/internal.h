@@ -47,6 +47,9 @@ bool noodle__deadline_passed(const noodle_clock *c, int64_t deadline);
  * have run (once per process; it takes 2 ms) before anything is timed:
  * whoever turns timing on calls it first. */
 void noodle__ticks_init(void);
+/* True when durations read the TSC (two reads: a few ns), after
+ * noodle__ticks_init; false when they fall back to clock_gettime. */
+bool noodle__ticks_cheap(void);
 int64_t noodle__duration_start(const noodle_clock *c);
 int64_t noodle__duration_ns(const noodle_clock *c, int64_t start);
 
@@ -72,6 +75,10 @@ static inline int64_t noodle__ticks_to_ns(int64_t ticks) {
                ? (int64_t)((double)ticks * noodle__ns_per_tick)
                : ticks;
 }
+
+/* What a statement's result reports: the rows it returned, or for a
+ * statement without columns the rows it changed (r not NULL). */
+int64_t noodle__rows_reported(const noodle_rows *r);
 
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);

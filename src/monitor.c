@@ -778,7 +778,9 @@ static int take_options(noodle_monitor *mon, const noodle_monitor_options *o, no
     mon->slow_ns = o->slow_query_ms < 0 ? INT64_MAX : NOODLE_MS(o->slow_query_ms ? o->slow_query_ms : 1000);
     mon->slow_log_size = o->slow_log_size ? o->slow_log_size : 64;
     mon->sample_interval_ns = o->sample_interval_ms > 0 ? NOODLE_MS(o->sample_interval_ms) : 0;
-    mon->time_every = o->timing_sample_every ? o->timing_sample_every : NOODLE_MONITOR_TIME_EVERY;
+    mon->time_every = o->timing_sample_every     ? o->timing_sample_every
+                      : noodle__ticks_cheap() ? 1
+                                              : NOODLE_MONITOR_TIME_EVERY_SLOW_CLOCK;
     double thr[NOODLE_ALERTS] = {o->p99_latency_ms, o->error_rate, o->pool_utilisation,
                                  o->acquire_wait_ms, o->replication_lag_ms};
     memcpy(mon->threshold, thr, sizeof thr);

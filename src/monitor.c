@@ -435,8 +435,13 @@ static void on_cluster_event(const noodle_cluster_event *ev, void *arg) {
     pthread_mutex_lock(&mon->lock);
     switch (ev->type) {
     case NOODLE_CLUSTER_EV_FAILOVER:
-        s->failovers++;
-        s->last_failover_at = now;
+        /* "a primary is in use": the first one, or the same one back after
+         * an outage, is no failover (the cluster counts the same way) */
+        if (s->last_primary >= 0 && s->last_primary != ev->node) {
+            s->failovers++;
+            s->last_failover_at = now;
+        }
+        s->last_primary = ev->node;
         break;
     case NOODLE_CLUSTER_EV_DEMOTED: s->demotions++; break;
     case NOODLE_CLUSTER_EV_PRIMARY_LOST: s->primary_lost++; break;
@@ -490,6 +495,7 @@ static mon_source *add_source(noodle_monitor *mon, mon_source_kind kind, const v
     s->mon = mon;
     s->kind = kind;
     s->ptr = ptr;
+    s->last_primary = -1;
     return s;
 }
 
@@ -507,6 +513,8 @@ static int observe_source(noodle_monitor *mon, mon_source *s, noodle_error *err)
     pthread_mutex_lock(&mon->lock);
     mon->nsources++; /* published only once its observer is in place */
     refresh_source(s);
+    /* the primary in use when watching began: a change from it is a failover */
+    if (s->kind == SOURCE_CLUSTER && s->last_primary < 0) s->last_primary = s->cluster.primary;
     s->wait_prev[0] = s->pool.acquire_wait; /* alert windows start now */
     for (size_t i = 0; i < s->nnodes; i++) s->wait_prev[1 + i] = s->nodes[i].pool.acquire_wait;
     pthread_mutex_unlock(&mon->lock);

@@ -336,7 +336,7 @@ static void prom_clusters(sbuf *b, noodle_monitor *mon) {
         "noodle_cluster_nodes_down_total", "noodle_cluster_breaker_opens_total",
         "noodle_cluster_primary_lost_total", "noodle_cluster_seconds_since_failover"};
     static const char *const helps[] = {
-        "New primaries taken into use (cluster events).", "Writes refused as read-only on the primary.",
+        "Failovers: another node became the primary (cluster events).", "Writes refused as read-only on the primary.",
         "Nodes that stopped answering.", "Circuit breakers that opened.",
         "Times the cluster had no usable primary.",
         "Seconds since the last failover (NaN: none seen)."};

@@ -100,6 +100,7 @@ typedef struct mon_source {
     size_t nnodes;
     uint64_t failovers, demotions, nodes_down, breaker_opens, primary_lost;
     int64_t last_failover_at;  /* monitor clock; 0: never */
+    int last_primary;          /* node of the last FAILOVER event; -1: none yet */
 } mon_source;
 
 struct noodle_monitor {

@@ -1473,25 +1473,7 @@ on_a_cluster_writes_and_crud_reads_go_to_the_primary_and_query_read_to_a_standby
     }
     assert_ok(noodle_mock_node_set_role("dbs", NOODLE_ROLE_STANDBY, &err), &err);
 
-    noodle_config_options o = NOODLE_CONFIG_OPTIONS_INIT;
-    o.backend = "mock";
-    o.url = endpoints[0];
-    o.max_connections = 2;
-    o.min_idle = 0;
-    o.timeout_ms = 5000;
-    noodle_config cfg;
-    noodle_test_config_load(&cfg, &o);
-    noodle_cluster_options co = NOODLE_CLUSTER_OPTIONS_INIT;
-    co.config = &cfg;
-    co.endpoints = endpoints;
-    co.nendpoints = 2;
-    co.backend = noodle_mock_backend();
-    co.probe_interval_ms = 50;
-    co.wait_for_primary = true;
-    noodle_cluster *cl = NULL;
-    int rc = noodle_cluster_open(&co, &cl, &err);
-    noodle_config_free(&cfg);
-    assert_ok(rc, &err);
+    noodle_cluster *cl = noodle_test_mock_cluster(nodes, 2, true);
     /* wait_for_primary returns once the primary is known; the standby may
      * not have answered its first probe yet */
     WAIT_FOR(standby_known(cl, 1), 5000);

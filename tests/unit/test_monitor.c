@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "mock_nodes.h"
+#include "noodle/cluster.h"
 #include "noodle/db.h"
 #include "noodle/monitor.h"
 #include "noodle/pool.h"
@@ -624,6 +626,59 @@ static void sampled_timing_counts_every_call_and_still_logs_slow_ones(void **sta
     noodle_monitor_close(mon);
 }
 
+/* ---- clusters ---------------------------------------------------------------------------------------- */
+
+static noodle_cluster_metrics cluster_metrics(noodle_cluster *cl) {
+    noodle_cluster_metrics m;
+    noodle_cluster_get_metrics(cl, &m);
+    return m;
+}
+
+/* A failover of a watched cluster (mock nodes: the primary crashes, the
+ * standby is promoted) is counted once, with its time, in the metrics and
+ * in both expositions; the node pools are shown per node. */
+static void a_watched_clusters_failover_is_counted_with_its_time(void **state) {
+    (void)state;
+    noodle_error err;
+    const char *a = "mon_primary", *b = "mon_standby";
+    assert_ok(noodle_mock_node_create(a, &err), &err);
+    assert_ok(noodle_mock_node_create(b, &err), &err);
+    assert_ok(noodle_mock_node_set_role(b, NOODLE_ROLE_STANDBY, &err), &err);
+    const char *const nodes[] = {a, b};
+    noodle_cluster *cl = noodle_test_mock_cluster(nodes, 2, false);
+    noodle_monitor *mon = open_default();
+    assert_ok(noodle_monitor_watch_cluster(mon, cl, &err), &err);
+    WAIT_FOR(cluster_metrics(cl).primary == 0, 3000);
+    assert_int_equal(cluster_metrics(cl).primary, 0);
+    noodle_monitor_metrics m;
+    noodle_monitor_get_metrics(mon, &m);
+    assert_int_equal(m.failovers, 0);
+    assert_int_equal(m.last_failover_at, 0);
+
+    assert_ok(noodle_mock_node_crash(a, &err), &err);
+    WAIT_FOR(cluster_metrics(cl).primary == -1, 3000);
+    assert_ok(noodle_mock_node_set_role(b, NOODLE_ROLE_PRIMARY, &err), &err);
+    WAIT_FOR(cluster_metrics(cl).primary == 1, 3000);
+    assert_int_equal(cluster_metrics(cl).primary, 1);
+    WAIT_FOR((noodle_monitor_get_metrics(mon, &m), m.failovers == 1), 3000);
+    assert_int_equal(m.failovers, 1);
+    assert_true(m.last_failover_at > 0);
+    assert_int_equal(cluster_metrics(cl).failovers, 1); /* the cluster's own count agrees */
+
+    char *text = NULL;
+    size_t len = 0;
+    assert_ok(noodle_monitor_prometheus(mon, &text, &len, &err), &err);
+    assert_non_null(strstr(text, "noodle_cluster_failovers_total{cluster=\"cluster0\"} 1\n"));
+    assert_non_null(strstr(text, "pool=\"cluster0/node1\""));
+    free(text);
+    assert_ok(noodle_monitor_json(mon, &text, &len, &err), &err);
+    assert_non_null(strstr(text, "\"failovers\":1"));
+    free(text);
+    noodle_monitor_unwatch(mon, cl);
+    noodle_cluster_close(cl);
+    noodle_monitor_close(mon);
+}
+
 /* ---- threads ------------------------------------------------------------------------------------------ */
 
 #define THREADS 8
@@ -740,6 +795,7 @@ static void bad_options_and_arguments_fail_with_monitor_codes(void **state) {
 }
 
 int main(void) {
+    if (noodle_test_mock_init() != 0) return 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fingerprints_fold_literals_placeholders_lists_comments_space_and_case),
         cmocka_unit_test(records_give_calls_errors_rows_total_max_and_histogram),
@@ -752,6 +808,7 @@ int main(void) {
         cmocka_unit_test(pool_metrics_match_the_pools_own_counters_after_acquires_and_a_timeout),
         cmocka_unit_test(statements_and_transactions_of_a_watched_db_are_recorded),
         cmocka_unit_test(sampled_timing_counts_every_call_and_still_logs_slow_ones),
+        cmocka_unit_test(a_watched_clusters_failover_is_counted_with_its_time),
         cmocka_unit_test(totals_from_eight_recording_threads_are_exact),
         cmocka_unit_test(the_sampler_thread_measures_the_system_and_its_own_cost),
         cmocka_unit_test(bad_options_and_arguments_fail_with_monitor_codes),

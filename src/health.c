@@ -761,6 +761,13 @@ static void fmt_num(char *buf, size_t size, double v) {
     else snprintf(buf, size, "%.6g", v);
 }
 
+/* For people: whole numbers as they are, others to 3 significant digits
+ * (2.61 ms, 0.013 ms, 30.7 %), never in exponent form above 1. */
+static void fmt_short(char *buf, size_t size, double v) {
+    if (whole(v) || abs_d(v) >= 100) snprintf(buf, size, "%.0f", v);
+    else snprintf(buf, size, "%.3g", v);
+}
+
 static void text_measure(sbuf *b, const noodle_health_measure *m) {
     char v[48], d[48], u[48];
     bool bytes = strcmp(m->unit, "bytes") == 0, count = strcmp(m->unit, "count") == 0;
@@ -768,7 +775,7 @@ static void text_measure(sbuf *b, const noodle_health_measure *m) {
     else if (bytes) fmt_bytes(v, sizeof v, m->value);
     else {
         char n[32];
-        fmt_num(n, sizeof n, m->value);
+        fmt_short(n, sizeof n, m->value);
         snprintf(v, sizeof v, "%s%s%s", n, count ? "" : " ", count ? "" : m->unit);
     }
     sb_add(b, "%s %s", m->name, v);
@@ -779,8 +786,8 @@ static void text_measure(sbuf *b, const noodle_health_measure *m) {
         fmt_bytes(d, sizeof d, m->degraded_at);
         fmt_bytes(u, sizeof u, m->unhealthy_at);
     } else {
-        fmt_num(d, sizeof d, m->degraded_at);
-        fmt_num(u, sizeof u, m->unhealthy_at);
+        fmt_short(d, sizeof d, m->degraded_at);
+        fmt_short(u, sizeof u, m->unhealthy_at);
     }
     sb_add(b, " (");
     if (m->degraded_at >= 0)

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "noodle/noodle.h"
+#include "mock_nodes.h"
 #include "noodle_mock.h"
 #include "health_assert.h"
 #include "test_util.h"
@@ -190,6 +191,45 @@ static void unknown_never_makes_the_overall_status_healthy(void **state) {
     noodle_health_report_free(r);
 }
 
+/* ---- clusters ---------------------------------------------------------------------------------- */
+
+/* On a cluster the checks run on the node that serves the route: the
+ * primary reports its standbys, a standby read route lands on the standby. */
+static void a_clusters_checks_run_on_the_node_of_the_route(void **state) {
+    (void)state;
+    noodle_error err;
+    assert_ok(noodle_mock_node_create("hp", &err), &err);
+    assert_ok(noodle_mock_node_create("hs", &err), &err);
+    assert_ok(noodle_mock_node_set_role("hs", NOODLE_ROLE_STANDBY, &err), &err);
+    noodle_standby_status s[1] = {{"hs", "streaming", 20 * MIB, 300}};
+    assert_ok(noodle_mock_set_standbys("hp", s, 1, &err), &err);
+    const char *const nodes[] = {"hp", "hs"};
+    noodle_cluster *cl = noodle_test_mock_cluster(nodes, 2, true);
+    noodle_cluster_node_info info;
+    WAIT_FOR(noodle_cluster_node(cl, 1, &info, &err) == 0 && info.up &&
+                 info.role == NOODLE_ROLE_STANDBY,
+             5000);
+
+    noodle_health_options o = NOODLE_HEALTH_OPTIONS_INIT;
+    o.checks = NOODLE_HEALTH_BIT(NOODLE_HEALTH_CONNECTION) | NOODLE_HEALTH_BIT(NOODLE_HEALTH_REPLICATION);
+    o.expected_standbys = 1;
+    noodle_health_report *r = NULL;
+    assert_ok(noodle_health_check_cluster(cl, NOODLE_ROUTE_PRIMARY, &o, &r, &err), &err);
+    assert_int_equal(r->role, NOODLE_ROLE_PRIMARY);
+    expect_status(r, NOODLE_HEALTH_CONNECTION, NOODLE_HEALTH_HEALTHY);
+    /* the primary's one standby lags 20 MiB: past the 16 MiB degraded level */
+    expect_status(r, NOODLE_HEALTH_REPLICATION, NOODLE_HEALTH_DEGRADED);
+    assert_near(measure(only(r, NOODLE_HEALTH_REPLICATION), "max_lag_bytes")->value, 20 * MIB, 0);
+    noodle_health_report_free(r);
+
+    r = NULL;
+    assert_ok(noodle_health_check_cluster(cl, NOODLE_ROUTE_STANDBY, &o, &r, &err), &err);
+    assert_int_equal(r->role, NOODLE_ROLE_STANDBY);
+    expect_status(r, NOODLE_HEALTH_CONNECTION, NOODLE_HEALTH_HEALTHY);
+    noodle_health_report_free(r);
+    noodle_cluster_close(cl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(the_worst_standby_decides_replication, setup),
@@ -199,6 +239,7 @@ int main(void) {
         cmocka_unit_test_setup(corruption_and_checksum_failures_are_unhealthy, setup),
         cmocka_unit_test_setup(a_slow_server_degrades_performance, setup),
         cmocka_unit_test_setup(unknown_never_makes_the_overall_status_healthy, setup),
+        cmocka_unit_test_setup(a_clusters_checks_run_on_the_node_of_the_route, setup),
     };
     return cmocka_run_group_tests_name("health", tests, NULL, NULL);
 }

@@ -202,6 +202,16 @@ static int check_metrics(ctx *x, noodle_error *err) {
     return rc;
 }
 
+static int check_integrity(ctx *x, noodle_error *err) {
+    noodle_integrity_result r;
+    int rc = noodle_conn_integrity(x->a, NOODLE_INTEGRITY_QUICK, DEADLINE(), &r, err);
+    if (rc == 0 && r.method[0] == '\0') rc = CHECK_FAIL(err, "the integrity check names no method");
+    if (rc == 0 && r.problems != 0)
+        rc = CHECK_FAIL(err, "%s found %lld problem(s): %s", r.method, (long long)r.problems,
+                        r.first_problem);
+    return rc;
+}
+
 static int check_deadline_breaks_connection(ctx *x, noodle_error *err) {
     noodle_rows *r = NULL;
     int64_t passed = noodle_clock_now(NULL) - 1;
@@ -235,6 +245,7 @@ void selfcheck_run(const noodle_backend_ops *ops, const char *url, FILE *out,
         {"commit is visible, rollback is not", check_commit_and_rollback},
         {"rollback to a savepoint keeps the outer work", check_savepoints},
         {"server metrics are measured", check_metrics},
+        {"the integrity check finds the database intact", check_integrity},
         {"a passed deadline fails and breaks the connection", check_deadline_breaks_connection},
         {"cleanup", check_cleanup},
     };

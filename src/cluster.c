@@ -174,6 +174,7 @@ const char *noodle_cluster_event_name(noodle_cluster_event_type t) {
     case NOODLE_CLUSTER_EV_DEMOTED: return "demoted";
     case NOODLE_CLUSTER_EV_FENCED: return "fenced";
     case NOODLE_CLUSTER_EV_BREAKER: return "breaker";
+    case NOODLE_CLUSTER_EV_CLOSING: return "closing";
     }
     return "unknown";
 }
@@ -1005,6 +1006,14 @@ int noodle_cluster_open(const noodle_cluster_options *o, noodle_cluster **out, n
 void noodle_cluster_close(noodle_cluster *cl) {
     if (cl == NULL) return;
     stop_probers(cl);
+    /* the last event, after the probers (no other event can follow), so
+     * that observers stop reading the cluster before it is freed */
+    noodle_cluster_event ev = {.type = NOODLE_CLUSTER_EV_CLOSING,
+                               .time = noodle_clock_now(cl->clock),
+                               .node = -1,
+                               .generation = cl->generation};
+    int n = atomic_load_explicit(&cl->nobservers, memory_order_acquire);
+    for (int i = 0; i < n; i++) cl->observers[i].fn(&ev, cl->observers[i].arg);
     free_cluster(cl);
 }
 

@@ -452,6 +452,7 @@ static void on_cluster_event(const noodle_cluster_event *ev, void *arg) {
     case NOODLE_CLUSTER_EV_BREAKER:
         if (ev->breaker == NOODLE_BREAKER_OPEN) s->breaker_opens++;
         break;
+    case NOODLE_CLUSTER_EV_CLOSING: s->detached = true; break; /* freed next */
     default: break;
     }
     pthread_mutex_unlock(&mon->lock);

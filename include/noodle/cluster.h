@@ -83,6 +83,8 @@ typedef enum noodle_cluster_event_type {
     NOODLE_CLUSTER_EV_DEMOTED,          /* a write was refused as read-only on the primary */
     NOODLE_CLUSTER_EV_FENCED,           /* a node claims primary while another one is */
     NOODLE_CLUSTER_EV_BREAKER,          /* a breaker changed state (breaker) */
+    NOODLE_CLUSTER_EV_CLOSING,          /* noodle_cluster_close: the last event; the cluster
+                                           is freed when the observers return */
 } noodle_cluster_event_type;
 NOODLE_API const char *noodle_cluster_event_name(noodle_cluster_event_type t);
 

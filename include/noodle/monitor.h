@@ -27,8 +27,9 @@
  *
  * Lifetime: observers cannot be removed, so the monitor must outlive every
  * pool, cluster and db it watches (close them first). A pool stops being
- * read when it shuts down; call noodle_monitor_unwatch before closing a
- * watched cluster (or a pool, if the monitor may read it concurrently).
+ * read at its SHUTDOWN event and a cluster at its CLOSING event, both sent
+ * before they are freed, so closing a watched pool or cluster is safe even
+ * while the sampler runs.
  */
 #ifndef NOODLE_MONITOR_H
 #define NOODLE_MONITOR_H
@@ -149,7 +150,7 @@ NOODLE_API NOODLE_MUSTCHECK int noodle_monitor_watch_cluster(noodle_monitor *mon
                                                              noodle_cluster *cluster,
                                                              noodle_error *err);
 /* Stop reading a watched pool's or cluster's snapshot (the last one read is
- * kept for exposition). Call before closing a watched cluster. Idempotent. */
+ * kept for exposition). Closing them does this by itself. Idempotent. */
 NOODLE_API void noodle_monitor_unwatch(noodle_monitor *mon, const void *pool_or_cluster);
 /* Record every statement of db (registers a db observer). */
 NOODLE_API NOODLE_MUSTCHECK int noodle_monitor_watch_db(noodle_monitor *mon, noodle_db *db,

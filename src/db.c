@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "text.h"
 
 #define IDENT_MAX 63 /* bytes of one identifier part */
 
@@ -70,32 +71,12 @@ static _Thread_local unsigned untimed_left __attribute__((tls_model("initial-exe
 
 /* ---- the SQL builder ------------------------------------------------------------------------- */
 
-/* A growable byte string. Appends after a failed allocation do nothing;
+/* The text being built: appended to only with noodle__text_put, never
+ * noodle__text_printf. An append after a failed allocation does nothing;
  * the failure is reported once, by run_built (3003). */
-typedef struct sqlbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sqlbuf;
+typedef noodle__text sqlbuf;
 
-static void sb_append(sqlbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
+static void sb_append(sqlbuf *b, const char *s, size_t n) { noodle__text_put(b, s, n); }
 
 /* A fixed piece of SQL (keywords, punctuation). */
 static void sb_kw(sqlbuf *b, const char *kw) { sb_append(b, kw, strlen(kw)); }
@@ -640,7 +621,7 @@ static int run_built(noodle_db *db, noodle_txn *txn, stmt_kind kind, stmt *st, c
                      const char *table, noodle_rows **out, noodle_error *err) {
     int rc;
     *out = NULL;
-    if (st->sql.oom)
+    if (st->sql.failed)
         rc = NOODLE_ERR(err, NOODLE_E_DB_NO_MEMORY, "out of memory building the statement");
     else
         rc = run_stmt(db, txn, kind, st->sql.p, st->params, st->nparams, out, err);

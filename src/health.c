@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "text.h"
 
 /* ---- names --------------------------------------------------------------------------------- */
 
@@ -717,42 +718,7 @@ const noodle_health_check_result *noodle_health_report_find(const noodle_health_
 
 /* ---- rendering ------------------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *fmt, ...) NOODLE_PRINTF(2, 3);
-static void sb_add(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) { b->oom = true; return; }
-    if (b->p == NULL || b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap : 1024);
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) { b->oom = true; return; }
-        b->p = p;
-        b->cap = cap;
-        va_start(ap, fmt);
-        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-    }
-    b->len += (size_t)n;
-}
-
-static int sb_finish(sbuf *b, char **out, noodle_error *err) {
-    if (b->oom || b->p == NULL) {
-        free(b->p);
-        return NOODLE_ERR(err, NOODLE_E_HEALTH_NO_MEMORY, "no memory to render the health report");
-    }
-    *out = b->p;
-    return 0;
-}
+typedef noodle__text sbuf;
 
 /* A number as text: whole numbers without a fraction, others with 6
  * significant digits. */
@@ -778,7 +744,7 @@ static void text_measure(sbuf *b, const noodle_health_measure *m) {
         fmt_short(n, sizeof n, m->value);
         snprintf(v, sizeof v, "%s%s%s", n, count ? "" : " ", count ? "" : m->unit);
     }
-    sb_add(b, "%s %s", m->name, v);
+    noodle__text_printf(b, "%s %s", m->name, v);
     if (!m->has_thresholds) return;
     const char *op = m->lower_is_worse ? "<" : ">=";
     const char *unit = bytes || count ? "" : m->unit;
@@ -789,12 +755,12 @@ static void text_measure(sbuf *b, const noodle_health_measure *m) {
         fmt_short(d, sizeof d, m->degraded_at);
         fmt_short(u, sizeof u, m->unhealthy_at);
     }
-    sb_add(b, " (");
+    noodle__text_printf(b, " (");
     if (m->degraded_at >= 0)
-        sb_add(b, "degraded %s %s%s%s%s", op, d, *unit ? " " : "", unit,
+        noodle__text_printf(b, "degraded %s %s%s%s%s", op, d, *unit ? " " : "", unit,
                m->unhealthy_at >= 0 ? ", " : "");
-    if (m->unhealthy_at >= 0) sb_add(b, "unhealthy %s %s%s%s", op, u, *unit ? " " : "", unit);
-    sb_add(b, ")");
+    if (m->unhealthy_at >= 0) noodle__text_printf(b, "unhealthy %s %s%s%s", op, u, *unit ? " " : "", unit);
+    noodle__text_printf(b, ")");
 }
 
 int noodle_health_report_text(const noodle_health_report *r, char **out, noodle_error *err) {
@@ -802,91 +768,81 @@ int noodle_health_report_text(const noodle_health_report *r, char **out, noodle_
     if (r == NULL || out == NULL)
         return NOODLE_ERR(err, NOODLE_E_HEALTH_INVALID_ARGUMENT, "report_text: NULL argument");
     sbuf b = {0};
-    sb_add(&b, "overall: %s", noodle_health_status_name(r->overall));
+    noodle__text_printf(&b, "overall: %s", noodle_health_status_name(r->overall));
     if (r->backend[0])
-        sb_add(&b, " (%s%s%s, %s)", r->server_version[0] ? r->server_version : r->backend,
+        noodle__text_printf(&b, " (%s%s%s, %s)", r->server_version[0] ? r->server_version : r->backend,
                r->role ? ", " : "", r->role ? noodle_role_name(r->role) : "", r->endpoint);
-    sb_add(&b, ", %.1f ms\n", (double)r->elapsed_ns / 1e6);
+    noodle__text_printf(&b, ", %.1f ms\n", (double)r->elapsed_ns / 1e6);
     for (size_t i = 0; i < r->count; i++) {
         const noodle_health_check_result *c = &r->checks[i];
-        sb_add(&b, "%-12s %-10s", noodle_health_check_name(c->kind),
+        noodle__text_printf(&b, "%-12s %-10s", noodle_health_check_name(c->kind),
                c->applicable ? noodle_health_status_name(c->status) : "n/a");
         for (size_t j = 0; j < c->nmeasures; j++) {
-            sb_add(&b, j ? "; " : " ");
+            noodle__text_printf(&b, j ? "; " : " ");
             text_measure(&b, &c->measures[j]);
         }
-        sb_add(&b, "\n  measured: %s\n", c->measurement);
-        if (c->recommendation[0]) sb_add(&b, "  advice: %s\n", c->recommendation);
+        noodle__text_printf(&b, "\n  measured: %s\n", c->measurement);
+        if (c->recommendation[0]) noodle__text_printf(&b, "  advice: %s\n", c->recommendation);
         if (c->error.code != 0) {
             char e[1024];
             noodle_error_format(&c->error, e, sizeof e);
-            sb_add(&b, "  error: %s\n", e);
+            noodle__text_printf(&b, "  error: %s\n", e);
         }
     }
-    return sb_finish(&b, out, err);
+    return noodle__text_finish(&b, out, NULL, NOODLE_E_HEALTH_NO_MEMORY, "the health report", err);
 }
 
-static void json_str(sbuf *b, const char *s) {
-    sb_add(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_add(b, "\\%c", *p);
-        else if (*p == '\n') sb_add(b, "\\n");
-        else if (*p == '\t') sb_add(b, "\\t");
-        else if (*p < 0x20 || *p == 0x7f) sb_add(b, "\\u%04x", *p);
-        else sb_add(b, "%c", *p);
-    }
-    sb_add(b, "\"");
-}
+static void json_str(sbuf *b, const char *s) { noodle__text_json(b, s, strlen(s)); }
 
 static void json_num(sbuf *b, double v, bool null_when_negative) {
     char t[48];
     if (v != v || abs_d(v) > 1e300 || (null_when_negative && v < 0)) { /* NaN, inf */
-        sb_add(b, "null");
+        noodle__text_printf(b, "null");
         return;
     }
     fmt_num(t, sizeof t, v);
-    sb_add(b, "%s", t);
+    noodle__text_printf(b, "%s", t);
 }
 
 static void json_measure(sbuf *b, const noodle_health_measure *m) {
-    sb_add(b, "{\"name\":");
+    noodle__text_printf(b, "{\"name\":");
     json_str(b, m->name);
-    sb_add(b, ",\"value\":");
+    noodle__text_printf(b, ",\"value\":");
     json_num(b, m->value, true);
-    sb_add(b, ",\"unit\":");
+    noodle__text_printf(b, ",\"unit\":");
     json_str(b, m->unit);
-    sb_add(b, ",\"lower_is_worse\":%s,\"degraded_at\":", m->lower_is_worse ? "true" : "false");
+    noodle__text_printf(b, ",\"lower_is_worse\":%s,\"degraded_at\":", m->lower_is_worse ? "true" : "false");
     json_num(b, m->degraded_at, true);
-    sb_add(b, ",\"unhealthy_at\":");
+    noodle__text_printf(b, ",\"unhealthy_at\":");
     json_num(b, m->unhealthy_at, true);
-    if (m->has_thresholds) sb_add(b, ",\"status\":\"%s\"}", noodle_health_status_name(m->status));
-    else sb_add(b, ",\"status\":null}");
+    if (m->has_thresholds) noodle__text_printf(b, ",\"status\":\"%s\"}", noodle_health_status_name(m->status));
+    else noodle__text_printf(b, ",\"status\":null}");
 }
 
 static void json_check(sbuf *b, const noodle_health_check_result *c) {
-    sb_add(b, "{\"check\":\"%s\",\"status\":\"%s\",\"applicable\":%s,\"measures\":[",
+    noodle__text_printf(b, "{\"check\":\"%s\",\"status\":\"%s\",\"applicable\":%s,\"measures\":[",
            noodle_health_check_name(c->kind), noodle_health_status_name(c->status),
            c->applicable ? "true" : "false");
     for (size_t j = 0; j < c->nmeasures; j++) {
-        if (j) sb_add(b, ",");
+        if (j) noodle__text_printf(b, ",");
         json_measure(b, &c->measures[j]);
     }
-    sb_add(b, "],\"measurement\":");
+    noodle__text_printf(b, "],\"measurement\":");
     json_str(b, c->measurement);
-    sb_add(b, ",\"recommendation\":");
+    noodle__text_printf(b, ",\"recommendation\":");
     json_str(b, c->recommendation);
     if (c->error.code != 0) {
-        sb_add(b, ",\"error\":{\"code\":%d,\"name\":", c->error.code);
+        noodle__text_printf(b, ",\"error\":{\"code\":%d,\"name\":", c->error.code);
         json_str(b, noodle_code_name(c->error.code) ? noodle_code_name(c->error.code) : "");
-        sb_add(b, ",\"message\":");
+        noodle__text_printf(b, ",\"message\":");
         json_str(b, c->error.message);
-        sb_add(b, ",\"detail\":");
+        noodle__text_printf(b, ",\"detail\":");
         json_str(b, c->error.detail);
-        sb_add(b, "}");
+        noodle__text_printf(b, "}");
     } else {
-        sb_add(b, ",\"error\":null");
+        noodle__text_printf(b, ",\"error\":null");
     }
-    sb_add(b, ",\"elapsed_ms\":%.3f}", (double)c->elapsed_ns / 1e6);
+    noodle__text_printf(b, ",\"elapsed_ms\":%.3f}", (double)c->elapsed_ns / 1e6);
 }
 
 int noodle_health_report_json(const noodle_health_report *r, char **out, noodle_error *err) {
@@ -894,18 +850,18 @@ int noodle_health_report_json(const noodle_health_report *r, char **out, noodle_
     if (r == NULL || out == NULL)
         return NOODLE_ERR(err, NOODLE_E_HEALTH_INVALID_ARGUMENT, "report_json: NULL argument");
     sbuf b = {0};
-    sb_add(&b, "{\"overall\":\"%s\",\"backend\":", noodle_health_status_name(r->overall));
+    noodle__text_printf(&b, "{\"overall\":\"%s\",\"backend\":", noodle_health_status_name(r->overall));
     json_str(&b, r->backend);
-    sb_add(&b, ",\"endpoint\":");
+    noodle__text_printf(&b, ",\"endpoint\":");
     json_str(&b, r->endpoint);
-    sb_add(&b, ",\"server_version\":");
+    noodle__text_printf(&b, ",\"server_version\":");
     json_str(&b, r->server_version);
-    sb_add(&b, ",\"role\":\"%s\",\"elapsed_ms\":%.3f,\"checks\":[", noodle_role_name(r->role),
+    noodle__text_printf(&b, ",\"role\":\"%s\",\"elapsed_ms\":%.3f,\"checks\":[", noodle_role_name(r->role),
            (double)r->elapsed_ns / 1e6);
     for (size_t i = 0; i < r->count; i++) {
-        if (i) sb_add(&b, ",");
+        if (i) noodle__text_printf(&b, ",");
         json_check(&b, &r->checks[i]);
     }
-    sb_add(&b, "]}\n");
-    return sb_finish(&b, out, err);
+    noodle__text_printf(&b, "]}\n");
+    return noodle__text_finish(&b, out, NULL, NOODLE_E_HEALTH_NO_MEMORY, "the health report", err);
 }

@@ -22,107 +22,35 @@
 #include <string.h>
 
 #include "monitor_internal.h"
+#include "text.h"
 
 /* ---- a growing buffer ----------------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) NOODLE_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->failed = true;
-    } else if ((size_t)n < sizeof tmp) {
-        sb_put(b, tmp, (size_t)n);
-    } else {
-        char *big = malloc((size_t)n + 1);
-        if (big == NULL) {
-            b->failed = true;
-            return;
-        }
-        va_start(ap, fmt);
-        vsnprintf(big, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-        sb_put(b, big, (size_t)n);
-        free(big);
-    }
-}
+typedef noodle__text sbuf;
 
 /* Prometheus label value (invariant 3). */
 static void sb_label(sbuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\') sb_put(b, "\\\\", 2);
-        else if (s[i] == '"') sb_put(b, "\\\"", 2);
-        else if (s[i] == '\n') sb_put(b, "\\n", 2);
-        else sb_put(b, s + i, 1);
+        if (s[i] == '\\') noodle__text_put(b, "\\\\", 2);
+        else if (s[i] == '"') noodle__text_put(b, "\\\"", 2);
+        else if (s[i] == '\n') noodle__text_put(b, "\\n", 2);
+        else noodle__text_put(b, s + i, 1);
     }
-}
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    size_t need = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
-                                  : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
-    if (need == 0 || need > n || (need == 2 && s[0] < 0xC2)) return 0;
-    for (size_t i = 1; i < need; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    return need;
-}
-
-static void sb_json_str(sbuf *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t u = utf8_len((const unsigned char *)s + i, n - i);
-        if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
-        else if (c == '\n') sb_put(b, "\\n", 2);
-        else if (c == '\t') sb_put(b, "\\t", 2);
-        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
-        else if (u == 0) sb_put(b, "\\ufffd", 6);
-        else sb_put(b, s + i, u);
-        i += u ? u : 1;
-    }
-    sb_put(b, "\"", 1);
 }
 
 /* ---- Prometheus ---------------------------------------------------------------------------------------- */
 
 static void family(sbuf *b, const char *name, const char *type, const char *help) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    noodle__text_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void series_u(sbuf *b, const char *name, const char *labels, uint64_t v) {
-    sb_printf(b, "%s%s%s%s %" PRIu64 "\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", v);
+    noodle__text_printf(b, "%s%s%s%s %" PRIu64 "\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", v);
 }
 
 static void series_d(sbuf *b, const char *name, const char *labels, double v) {
-    if (isnan(v)) sb_printf(b, "%s%s%s%s NaN\n", name, *labels ? "{" : "", labels, *labels ? "}" : "");
-    else sb_printf(b, "%s%s%s%s %.17g\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", v);
+    if (isnan(v)) noodle__text_printf(b, "%s%s%s%s NaN\n", name, *labels ? "{" : "", labels, *labels ? "}" : "");
+    else noodle__text_printf(b, "%s%s%s%s %.17g\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", v);
 }
 
 static void counter(sbuf *b, const char *name, const char *help, uint64_t v) {
@@ -147,14 +75,14 @@ static void hist_series(sbuf *b, const char *name, const char *labels, const noo
         while (j < NOODLE_HISTOGRAM_BUCKETS && j + 1 < NOODLE_HISTOGRAM_BUCKETS &&
                noodle_histogram_bucket_floor(j + 1) - 1 <= bound)
             cum += h->buckets[j++];
-        sb_printf(b, "%s_bucket{%s%sle=\"%.12g\"} %" PRIu64 "\n", name, labels, sep,
+        noodle__text_printf(b, "%s_bucket{%s%sle=\"%.12g\"} %" PRIu64 "\n", name, labels, sep,
                   (double)bound * unit, cum);
     }
     for (; j < NOODLE_HISTOGRAM_BUCKETS; j++) cum += h->buckets[j];
-    sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
+    noodle__text_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
     const char *o = *labels ? "{" : "", *c = *labels ? "}" : "";
-    sb_printf(b, "%s_sum%s%s%s %.17g\n", name, o, labels, c, (double)h->sum_us * unit);
-    sb_printf(b, "%s_count%s%s%s %" PRIu64 "\n", name, o, labels, c, cum);
+    noodle__text_printf(b, "%s_sum%s%s%s %.17g\n", name, o, labels, c, (double)h->sum_us * unit);
+    noodle__text_printf(b, "%s_count%s%s%s %" PRIu64 "\n", name, o, labels, c, cum);
 }
 
 #define NS 1e-9
@@ -189,10 +117,10 @@ static void prom_monitor(sbuf *b, noodle_monitor *mon) {
 
 /* queryid="...",query="..." of slot i into lab. */
 static void fp_labels(sbuf *lab, noodle_monitor *mon, uint32_t i) {
-    lab->n = 0;
-    sb_printf(lab, "queryid=\"%016" PRIx64 "\",query=\"", mon->slots[i].hash);
+    lab->len = 0;
+    noodle__text_printf(lab, "queryid=\"%016" PRIx64 "\",query=\"", mon->slots[i].hash);
     sb_label(lab, noodle__monitor_slot_text(mon, i), mon->slots[i].text_len);
-    sb_put(lab, "\"", 1);
+    noodle__text_put(lab, "\"", 1);
 }
 
 static void prom_fingerprints(sbuf *b, sbuf *lab, noodle_monitor *mon) {
@@ -232,12 +160,12 @@ static void prom_errors(sbuf *b, noodle_monitor *mon) {
     for (size_t i = 0; i < mon->nerrs; i++) {
         const mon_err_count *e = &mon->errs[i];
         const char *name = noodle_code_name(e->code);
-        sb_printf(b, "noodle_errors_total{source=\"%s\",code=\"%d\",name=\"%s\"} %" PRIu64 "\n",
+        noodle__text_printf(b, "noodle_errors_total{source=\"%s\",code=\"%d\",name=\"%s\"} %" PRIu64 "\n",
                   noodle__monitor_source_name(e->source), e->code, name ? name : "UNKNOWN",
                   e->count);
     }
     if (mon->errs_other > 0)
-        sb_printf(b, "noodle_errors_total{source=\"other\",code=\"other\",name=\"OTHER\"} %" PRIu64 "\n",
+        noodle__text_printf(b, "noodle_errors_total{source=\"other\",code=\"other\",name=\"OTHER\"} %" PRIu64 "\n",
                   mon->errs_other);
 }
 
@@ -423,13 +351,7 @@ static void prom_alerts(sbuf *b, noodle_monitor *mon) {
 }
 
 static int finish(sbuf *b, char **out, size_t *len, noodle_error *err) {
-    if (b->failed) {
-        free(b->p);
-        return NOODLE_ERR(err, NOODLE_E_MONITOR_NO_MEMORY, "no memory for the monitor's output");
-    }
-    *out = b->p;
-    if (len) *len = b->n;
-    return 0;
+    return noodle__text_finish(b, out, len, NOODLE_E_MONITOR_NO_MEMORY, "the monitor's output", err);
 }
 
 int noodle_monitor_prometheus(noodle_monitor *mon, char **out, size_t *len, noodle_error *err) {
@@ -456,30 +378,30 @@ int noodle_monitor_prometheus(noodle_monitor *mon, char **out, size_t *len, nood
 
 /* ,"key": (no comma before the first member of an object) */
 static void jkey(sbuf *b, bool *first, const char *key) {
-    sb_printf(b, "%s\"%s\":", *first ? "" : ",", key);
+    noodle__text_printf(b, "%s\"%s\":", *first ? "" : ",", key);
     *first = false;
 }
 
 static void ju(sbuf *b, bool *first, const char *key, uint64_t v) {
     jkey(b, first, key);
-    sb_printf(b, "%" PRIu64, v);
+    noodle__text_printf(b, "%" PRIu64, v);
 }
 
 static void ji(sbuf *b, bool *first, const char *key, int64_t v) {
     jkey(b, first, key);
-    sb_printf(b, "%" PRId64, v);
+    noodle__text_printf(b, "%" PRId64, v);
 }
 
 /* Invariant 4: unknown (negative where only >= 0 is meaningful, or NaN) is null. */
 static void jd(sbuf *b, bool *first, const char *key, double v, bool negative_unknown) {
     jkey(b, first, key);
-    if (isnan(v) || isinf(v) || (negative_unknown && v < 0)) sb_put(b, "null", 4);
-    else sb_printf(b, "%.17g", v);
+    if (isnan(v) || isinf(v) || (negative_unknown && v < 0)) noodle__text_put(b, "null", 4);
+    else noodle__text_printf(b, "%.17g", v);
 }
 
 static void js(sbuf *b, bool *first, const char *key, const char *s, size_t n) {
     jkey(b, first, key);
-    sb_json_str(b, s, n);
+    noodle__text_json(b, s, n);
 }
 
 static void jhist(sbuf *b, bool *first, const char *key, const noodle_histogram *h, const char *unit) {
@@ -491,19 +413,19 @@ static void jhist(sbuf *b, bool *first, const char *key, const noodle_histogram 
     snprintf(k[3], sizeof k[3], "p99_%s", unit);
     snprintf(k[4], sizeof k[4], "p999_%s", unit);
     bool f = true;
-    sb_put(b, "{", 1);
+    noodle__text_put(b, "{", 1);
     ju(b, &f, "count", h->count);
     ju(b, &f, k[0], h->sum_us);
     ju(b, &f, k[1], h->max_us);
     ju(b, &f, k[2], noodle_histogram_quantile(h, 0.5));
     ju(b, &f, k[3], noodle_histogram_quantile(h, 0.99));
     ju(b, &f, k[4], noodle_histogram_quantile(h, 0.999));
-    sb_put(b, "}", 1);
+    noodle__text_put(b, "}", 1);
 }
 
 static void json_monitor(sbuf *b, noodle_monitor *mon) {
     bool f = true;
-    sb_put(b, "\"monitor\":{", 11);
+    noodle__text_put(b, "\"monitor\":{", 11);
     ju(b, &f, "queries", mon->queries);
     ju(b, &f, "query_errors", mon->query_errors);
     ji(b, &f, "rows", mon->rows);
@@ -517,16 +439,16 @@ static void json_monitor(sbuf *b, noodle_monitor *mon) {
     ju(b, &f, "sample_failures", mon->sample_failures);
     jd(b, &f, "sample_cost_ns", (double)mon->sample_cost_ns, true);
     jhist(b, &f, "latency", &mon->latency, "ns");
-    sb_put(b, "}", 1);
+    noodle__text_put(b, "}", 1);
 }
 
 static void json_queries(sbuf *b, noodle_monitor *mon) {
-    sb_put(b, ",\"queries\":[", 12);
+    noodle__text_put(b, ",\"queries\":[", 12);
     bool any = false;
     for (uint32_t i = 0; i < mon->max_fp; i++) {
         const mon_slot *s = &mon->slots[i];
         if (!s->used) continue;
-        sb_put(b, any ? ",{" : "{", any ? 2 : 1);
+        noodle__text_put(b, any ? ",{" : "{", any ? 2 : 1);
         any = true;
         bool f = true;
         char id[20];
@@ -540,37 +462,37 @@ static void json_queries(sbuf *b, noodle_monitor *mon) {
         ji(b, &f, "total_ns", noodle__monitor_total_ns(s));
         ji(b, &f, "max_ns", s->max_ns);
         jhist(b, &f, "latency", &s->latency, "ns");
-        sb_put(b, "}", 1);
+        noodle__text_put(b, "}", 1);
     }
-    sb_put(b, "]", 1);
+    noodle__text_put(b, "]", 1);
 }
 
 static void json_errors_txn(sbuf *b, noodle_monitor *mon) {
-    sb_put(b, ",\"errors\":[", 11);
+    noodle__text_put(b, ",\"errors\":[", 11);
     for (size_t i = 0; i < mon->nerrs; i++) {
         const char *name = noodle_code_name(mon->errs[i].code);
-        sb_printf(b, "%s{\"source\":\"%s\",\"code\":%d,\"name\":\"%s\",\"count\":%" PRIu64 "}",
+        noodle__text_printf(b, "%s{\"source\":\"%s\",\"code\":%d,\"name\":\"%s\",\"count\":%" PRIu64 "}",
                   i ? "," : "", noodle__monitor_source_name(mon->errs[i].source), mon->errs[i].code,
                   name ? name : "UNKNOWN", mon->errs[i].count);
     }
-    sb_printf(b, "],\"errors_uncounted\":%" PRIu64, mon->errs_other);
+    noodle__text_printf(b, "],\"errors_uncounted\":%" PRIu64, mon->errs_other);
     bool f = true;
-    sb_put(b, ",\"transactions\":{", 17);
+    noodle__text_put(b, ",\"transactions\":{", 17);
     ju(b, &f, "count", mon->txns);
     ju(b, &f, "failures", mon->txn_failures);
     ju(b, &f, "retries", mon->txn_retries);
     ju(b, &f, "outcome_unknown", mon->txn_unknown);
     ji(b, &f, "total_ns", mon->txn_total_ns);
-    sb_put(b, "}", 1);
+    noodle__text_put(b, "}", 1);
 }
 
 static void json_pools(sbuf *b, noodle_monitor *mon) {
     pool_ref refs[MON_MAX_SOURCES * MON_MAX_NODES];
     size_t n = pool_refs(mon, refs, sizeof refs / sizeof refs[0]);
-    sb_put(b, ",\"pools\":[", 10);
+    noodle__text_put(b, ",\"pools\":[", 10);
     for (size_t i = 0; i < n; i++) {
         bool f = true;
-        sb_put(b, i ? ",{" : "{", i ? 2 : 1);
+        noodle__text_put(b, i ? ",{" : "{", i ? 2 : 1);
         js(b, &f, "name", refs[i].label, strlen(refs[i].label));
         for (size_t k = 0; k < sizeof pool_fields / sizeof pool_fields[0]; k++) {
             const char *key = pool_fields[k].name + strlen("noodle_pool_");
@@ -580,19 +502,19 @@ static void json_pools(sbuf *b, noodle_monitor *mon) {
         }
         jhist(b, &f, "acquire_wait", &refs[i].m->acquire_wait, "us");
         jhist(b, &f, "hold_time", &refs[i].m->hold_time, "us");
-        sb_put(b, "}", 1);
+        noodle__text_put(b, "}", 1);
     }
-    sb_put(b, "]", 1);
+    noodle__text_put(b, "]", 1);
 }
 
 static void json_clusters(sbuf *b, noodle_monitor *mon) {
-    sb_put(b, ",\"clusters\":[", 13);
+    noodle__text_put(b, ",\"clusters\":[", 13);
     bool any = false;
     for (size_t i = 0; i < mon->nsources; i++) {
         const mon_source *s = &mon->sources[i];
         if (s->kind != SOURCE_CLUSTER) continue;
         bool f = true;
-        sb_put(b, any ? ",{" : "{", any ? 2 : 1);
+        noodle__text_put(b, any ? ",{" : "{", any ? 2 : 1);
         any = true;
         js(b, &f, "name", s->name, strlen(s->name));
         ju(b, &f, "failovers", s->failovers);
@@ -603,9 +525,9 @@ static void json_clusters(sbuf *b, noodle_monitor *mon) {
         ju(b, &f, "primary_lost", s->primary_lost);
         ji(b, &f, "primary", s->cluster.primary);
         ju(b, &f, "generation", s->cluster.generation);
-        sb_put(b, "}", 1);
+        noodle__text_put(b, "}", 1);
     }
-    sb_put(b, "]", 1);
+    noodle__text_put(b, "]", 1);
 }
 
 static void json_system_alerts(sbuf *b, noodle_monitor *mon) {
@@ -616,42 +538,42 @@ static void json_system_alerts(sbuf *b, noodle_monitor *mon) {
         "memory_available_bytes", "disk_read_bytes", "disk_written_bytes", "disk_total_bytes",
         "disk_free_bytes", "disk_available_bytes"};
     bool f = true;
-    sb_put(b, ",\"system\":{", 11);
+    noodle__text_put(b, ",\"system\":{", 11);
     for (size_t i = 0; i < n; i++) jd(b, &f, keys[i], sf[i].v, true);
     jd(b, &f, "sample_wall_ns", mon->have_sys ? (double)mon->sys.sample_ns : -1, true);
-    sb_put(b, "},\"alerts\":[", 12);
+    noodle__text_put(b, "},\"alerts\":[", 12);
     for (int k = 0; k < NOODLE_ALERTS; k++) {
         bool g = true;
-        sb_put(b, k ? ",{" : "{", k ? 2 : 1);
+        noodle__text_put(b, k ? ",{" : "{", k ? 2 : 1);
         const char *name = noodle_alert_name((noodle_alert_kind)k);
         js(b, &g, "name", name, strlen(name));
         jkey(b, &g, "active");
-        sb_printf(b, "%s", mon->alert_active[k] ? "true" : "false");
+        noodle__text_printf(b, "%s", mon->alert_active[k] ? "true" : "false");
         jd(b, &g, "value", mon->alert_value[k], false);
         jd(b, &g, "threshold", mon->threshold[k], false);
         jd(b, &g, "clear_level", mon->threshold[k] * mon->clear_ratio, false);
-        sb_put(b, "}", 1);
+        noodle__text_put(b, "}", 1);
     }
-    sb_put(b, "]", 1);
+    noodle__text_put(b, "]", 1);
     f = false;
     jd(b, &f, "replication_lag_ms", mon->replication_lag_ms, true);
 }
 
 static void json_slow(sbuf *b, noodle_monitor *mon) {
-    sb_put(b, ",\"slow_queries\":[", 17);
+    noodle__text_put(b, ",\"slow_queries\":[", 17);
     for (size_t i = 0; i < mon->slow_count; i++) {
         size_t first = (mon->slow_next + mon->slow_log_size - mon->slow_count) % mon->slow_log_size;
         const noodle_monitor_slow_query *q = &mon->slow[(first + i) % mon->slow_log_size];
         bool f = true;
-        sb_put(b, i ? ",{" : "{", i ? 2 : 1);
+        noodle__text_put(b, i ? ",{" : "{", i ? 2 : 1);
         js(b, &f, "fingerprint", q->fingerprint, strlen(q->fingerprint));
         ji(b, &f, "duration_ns", q->duration_ns);
         ji(b, &f, "code", q->code);
         ji(b, &f, "rows", q->rows);
         ji(b, &f, "time_ns", q->time);
-        sb_put(b, "}", 1);
+        noodle__text_put(b, "}", 1);
     }
-    sb_put(b, "]", 1);
+    noodle__text_put(b, "]", 1);
 }
 
 int noodle_monitor_json(noodle_monitor *mon, char **out, size_t *len, noodle_error *err) {
@@ -659,7 +581,7 @@ int noodle_monitor_json(noodle_monitor *mon, char **out, size_t *len, noodle_err
         return NOODLE_ERR(err, NOODLE_E_MONITOR_INVALID_ARGUMENT, "json needs a monitor and out");
     *out = NULL;
     sbuf b = {0};
-    sb_put(&b, "{", 1);
+    noodle__text_put(&b, "{", 1);
     pthread_mutex_lock(&mon->lock);
     noodle__monitor_catch_up(mon);
     json_monitor(&b, mon);
@@ -670,6 +592,6 @@ int noodle_monitor_json(noodle_monitor *mon, char **out, size_t *len, noodle_err
     json_system_alerts(&b, mon);
     json_slow(&b, mon);
     pthread_mutex_unlock(&mon->lock);
-    sb_put(&b, "}\n", 2);
+    noodle__text_put(&b, "}\n", 2);
     return finish(&b, out, len, err);
 }

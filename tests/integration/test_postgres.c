@@ -1522,15 +1522,8 @@ static void slow_resolver_for_the_first_host_moves_on_to_the_next(void **state) 
 /* ---- the prepared-statement cache ------------------------------------------------------------- */
 
 /* Fail unless c's statement cache counted hits and misses and holds size. */
-#define assert_cache(c, want_hits, want_misses, want_size)                                    \
-    do {                                                                                      \
-        uint64_t hits_, misses_;                                                              \
-        size_t size_;                                                                         \
-        noodle__pg_stmt_cache_stats(noodle_conn_handle(c), &hits_, &misses_, &size_);         \
-        assert_int_equal(hits_, (want_hits));                                                 \
-        assert_int_equal(misses_, (want_misses));                                             \
-        assert_int_equal(size_, (want_size));                                                 \
-    } while (0)
+#define assert_cache(c, hits, misses, size) \
+    noodle_test_assert_cache((c), noodle__pg_stmt_cache_stats, (hits), (misses), (size))
 
 /* The named statements of noodle's caches that c's server session holds now
  * (this query, itself cached, counts too). */
@@ -1562,22 +1555,8 @@ static void repeated_execution_prepares_once_then_hits_the_cache(void **state) {
 
 static void the_cache_keeps_64_statements_and_evicts_the_least_recently_used(void **state) {
     (void)state;
-    enum { CAP = NOODLE_PG_STMT_CACHE_SIZE };
     noodle_conn *c = open_default();
-    char sql[32];
-    for (int i = 0; i < CAP; i++) {
-        snprintf(sql, sizeof sql, "SELECT %d", i);
-        assert_int_equal(noodle_test_query_int(c, sql), i);
-    }
-    assert_cache(c, 0, CAP, CAP);
-    noodle_test_exec_ok(c, "SELECT 0"); /* now the most recent: "SELECT 1" is the oldest */
-    snprintf(sql, sizeof sql, "SELECT %d", CAP);
-    noodle_test_exec_ok(c, sql); /* evicts "SELECT 1" */
-    assert_cache(c, 1, CAP + 1, CAP);
-    noodle_test_exec_ok(c, "SELECT 0"); /* kept */
-    assert_cache(c, 2, CAP + 1, CAP);
-    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* gone: prepared again */
-    assert_cache(c, 2, CAP + 2, CAP);
+    noodle_test_cache_evicts_the_least_recently_used(c, NOODLE_PG_STMT_CACHE_SIZE, noodle__pg_stmt_cache_stats);
     noodle_conn_close(c);
 }
 

@@ -105,6 +105,36 @@ static noodle_rows *query_ok(noodle_conn *c, const char *sql) {
 
 void noodle_test_exec_ok(noodle_conn *c, const char *sql) { noodle_rows_free(query_ok(c, sql)); }
 
+void noodle_test_assert_cache(noodle_conn *c, noodle_test_cache_stats stats, uint64_t hits,
+                              uint64_t misses, size_t size) {
+    uint64_t h, m;
+    size_t n;
+    stats(noodle_conn_handle(c), &h, &m, &n);
+    if (h != hits || m != misses || n != size)
+        fail_msg("statement cache: %llu hits, %llu misses, %zu held; want %llu, %llu, %zu",
+                 (unsigned long long)h, (unsigned long long)m, n, (unsigned long long)hits,
+                 (unsigned long long)misses, size);
+}
+
+void noodle_test_cache_evicts_the_least_recently_used(noodle_conn *c, int cap,
+                                                      noodle_test_cache_stats stats) {
+    const uint64_t n = (uint64_t)cap;
+    char sql[32];
+    for (int i = 0; i < cap; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        assert_int_equal(noodle_test_query_int(c, sql), i);
+    }
+    noodle_test_assert_cache(c, stats, 0, n, n);
+    noodle_test_exec_ok(c, "SELECT 0"); /* now the most recent: "SELECT 1" is the oldest */
+    snprintf(sql, sizeof sql, "SELECT %d", cap);
+    noodle_test_exec_ok(c, sql); /* evicts "SELECT 1" */
+    noodle_test_assert_cache(c, stats, 1, n + 1, n);
+    noodle_test_exec_ok(c, "SELECT 0"); /* kept */
+    noodle_test_assert_cache(c, stats, 2, n + 1, n);
+    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* gone: prepared again */
+    noodle_test_assert_cache(c, stats, 2, n + 2, n);
+}
+
 int64_t noodle_test_query_int(noodle_conn *c, const char *sql) {
     noodle_rows *rows = query_ok(c, sql);
     assert_int_equal(noodle_rows_count(rows), 1);

@@ -64,6 +64,18 @@ void noodle_test_exec_ok(noodle_conn *c, const char *sql);
  * unless it returns exactly one row whose first cell is an int64. */
 int64_t noodle_test_query_int(noodle_conn *c, const char *sql);
 
+/* A backend's statement-cache counters (noodle__sqlite_stmt_cache_stats,
+ * noodle__pg_stmt_cache_stats). */
+typedef void (*noodle_test_cache_stats)(void *handle, uint64_t *hits, uint64_t *misses,
+                                        size_t *size);
+/* Fail unless c's statement cache counted hits and misses and holds size. */
+void noodle_test_assert_cache(noodle_conn *c, noodle_test_cache_stats stats, uint64_t hits,
+                              uint64_t misses, size_t size);
+/* On c, whose cache (capacity cap) is empty: cap statements are all kept,
+ * one more evicts the least recently used, which is then prepared again. */
+void noodle_test_cache_evicts_the_least_recently_used(noodle_conn *c, int cap,
+                                                      noodle_test_cache_stats stats);
+
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); the path
  * is written to buf. Returns 0 or -1. rm_rf removes a tree; returns 0 or -1. */
 int noodle_test_tempdir(char *buf, size_t size);

@@ -407,15 +407,8 @@ static void a_commit_or_rollback_sent_as_sql_ends_a_transaction_opened_with_begi
 /* ---- the prepared-statement cache ------------------------------------------------ */
 
 /* Fail unless c's statement cache counted hits and misses and holds size. */
-#define assert_cache(c, want_hits, want_misses, want_size)                                    \
-    do {                                                                                      \
-        uint64_t hits_, misses_;                                                              \
-        size_t size_;                                                                         \
-        noodle__sqlite_stmt_cache_stats(noodle_conn_handle(c), &hits_, &misses_, &size_);     \
-        assert_int_equal(hits_, (want_hits));                                                 \
-        assert_int_equal(misses_, (want_misses));                                             \
-        assert_int_equal(size_, (want_size));                                                 \
-    } while (0)
+#define assert_cache(c, hits, misses, size) \
+    noodle_test_assert_cache((c), noodle__sqlite_stmt_cache_stats, (hits), (misses), (size))
 
 static void repeated_execution_prepares_once_then_hits_the_cache(void **state) {
     (void)state;
@@ -434,22 +427,8 @@ static void repeated_execution_prepares_once_then_hits_the_cache(void **state) {
 
 static void the_cache_keeps_64_statements_and_evicts_the_least_recently_used(void **state) {
     (void)state;
-    enum { CAP = NOODLE_SQLITE_STMT_CACHE_SIZE };
     noodle_conn *c = open_url(":memory:");
-    char sql[32];
-    for (int i = 0; i < CAP; i++) {
-        snprintf(sql, sizeof sql, "SELECT %d", i);
-        assert_int_equal(noodle_test_query_int(c, sql), i);
-    }
-    assert_cache(c, 0, CAP, CAP);
-    noodle_test_exec_ok(c, "SELECT 0"); /* now the most recent: "SELECT 1" is the oldest */
-    snprintf(sql, sizeof sql, "SELECT %d", CAP);
-    noodle_test_exec_ok(c, sql); /* evicts "SELECT 1" */
-    assert_cache(c, 1, CAP + 1, CAP);
-    noodle_test_exec_ok(c, "SELECT 0"); /* kept */
-    assert_cache(c, 2, CAP + 1, CAP);
-    assert_int_equal(noodle_test_query_int(c, "SELECT 1"), 1); /* gone: prepared again */
-    assert_cache(c, 2, CAP + 2, CAP);
+    noodle_test_cache_evicts_the_least_recently_used(c, NOODLE_SQLITE_STMT_CACHE_SIZE, noodle__sqlite_stmt_cache_stats);
     noodle_conn_close(c);
 }
 

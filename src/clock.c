@@ -279,6 +279,13 @@ bool noodle__ticks_cheap(void) {
     return atomic_load_explicit(&noodle__ticks_tsc, memory_order_acquire);
 }
 
+double noodle__tsc_ns_per_tick(const noodle_clock *c) {
+    c = CLOCK_OR_REAL(c);
+    return c->ops == &real_ops && atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)
+               ? noodle__ns_per_tick
+               : 0;
+}
+
 int64_t noodle__duration_start(const noodle_clock *c) {
     c = CLOCK_OR_REAL(c);
     return c->ops == &real_ops ? noodle__ticks() : c->ops->now(c);

@@ -1,6 +1,7 @@
 /* Log-linear histograms (see include/noodle/pool.h). */
 #include <stdint.h>
 
+#include "internal.h"
 #include "noodle/pool.h"
 
 uint64_t noodle_histogram_bucket_floor(size_t i) {
@@ -11,13 +12,7 @@ uint64_t noodle_histogram_bucket_floor(size_t i) {
     return ((uint64_t)1 << p) + sub * ((uint64_t)1 << (p - 2));
 }
 
-size_t noodle_histogram_bucket_of(uint64_t us) {
-    if (us < 4) return (size_t)us;
-    unsigned p = 63u - (unsigned)__builtin_clzll(us);
-    if (p > 39) return NOODLE_HISTOGRAM_BUCKETS - 1;
-    size_t sub = (size_t)((us >> (p - 2)) & 3);
-    return 4 + (size_t)(p - 2) * 4 + sub;
-}
+size_t noodle_histogram_bucket_of(uint64_t us) { return noodle__bucket_of(us); }
 
 uint64_t noodle_histogram_quantile(const noodle_histogram *h, double q) {
     if (h == NULL || h->count == 0) return 0;

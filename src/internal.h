@@ -70,10 +70,32 @@ static inline int64_t noodle__ticks(void) {
     return noodle__monotonic_ns();
 }
 
+/* The TSC itself, for a caller that checked noodle__tsc_ns_per_tick > 0. */
+static inline int64_t noodle__tsc(void) {
+#ifdef NOODLE_HAVE_TSC
+    return (int64_t)__rdtsc();
+#else
+    return 0;
+#endif
+}
+
+/* ns per TSC tick when durations on clock c can be read from the TSC inline
+ * (c is the real clock and the TSC is in use), else 0. After ticks_init. */
+double noodle__tsc_ns_per_tick(const noodle_clock *c);
+
 static inline int64_t noodle__ticks_to_ns(int64_t ticks) {
     return atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)
                ? (int64_t)((double)ticks * noodle__ns_per_tick)
                : ticks;
+}
+
+/* The histogram bucket of v (the body of noodle_histogram_bucket_of, inline
+ * for the monitor's per-statement path). */
+static inline size_t noodle__bucket_of(uint64_t v) {
+    if (v < 4) return (size_t)v;
+    unsigned p = 63u - (unsigned)__builtin_clzll(v);
+    if (p > 39) return NOODLE_HISTOGRAM_BUCKETS - 1;
+    return 4 + (size_t)(p - 2) * 4 + (size_t)((v >> (p - 2)) & 3);
 }
 
 /* What a statement's result reports: the rows it returned, or for a

@@ -113,8 +113,6 @@ static void apply(noodle_monitor *mon, const mon_event *ev) {
     mon->queries++;
     bool precise = ev->aux == 1;
     uint64_t ns = ev->duration_ns > 0 ? (uint64_t)ev->duration_ns : 0;
-    size_t b = noodle_histogram_bucket_of(ns);
-    if (precise) hist_add(&mon->latency, ns, b);
     if (ev->rows > 0) mon->rows += ev->rows;
     if (ev->code != 0) {
         mon->query_errors++;
@@ -123,17 +121,32 @@ static void apply(noodle_monitor *mon, const mon_event *ev) {
     if (ev->slot == MON_SLOT_NONE ||
         atomic_load_explicit(&mon->gens[ev->slot], memory_order_relaxed) != ev->gen) {
         mon->dropped++;
+        if (precise) hist_add(&mon->latency_retired, ns, noodle__bucket_of(ns));
         return;
     }
     mon_slot *s = &mon->slots[ev->slot];
     s->calls++;
     if (ev->code != 0) s->errors++;
     if (ev->rows > 0) s->rows += ev->rows;
-    if (precise) hist_add(&s->latency, ns, b);
+    /* the overall latency is the slots' summed by readers (invariant 6) */
+    if (precise) hist_add(&s->latency, ns, noodle__bucket_of(ns));
     /* a coarse duration counts only once it is slow: then its few ms of
      * resolution do not matter */
     if ((precise || ev->duration_ns >= mon->slow_ns) && ev->duration_ns > s->max_ns)
         s->max_ns = ev->duration_ns;
+}
+
+static void hist_merge(noodle_histogram *into, const noodle_histogram *h) {
+    into->count += h->count;
+    into->sum_us += h->sum_us;
+    if (h->max_us > into->max_us) into->max_us = h->max_us;
+    for (size_t i = 0; i < NOODLE_HISTOGRAM_BUCKETS; i++) into->buckets[i] += h->buckets[i];
+}
+
+void noodle__monitor_latency(const noodle_monitor *mon, noodle_histogram *out) {
+    *out = mon->latency_retired;
+    for (uint32_t i = 0; i < mon->max_fp; i++)
+        if (mon->slots[i].used) hist_merge(out, &mon->slots[i].latency);
 }
 
 static void drain_thread(noodle_monitor *mon, mon_thread *t) {
@@ -172,6 +185,7 @@ static void evict_least_used(noodle_monitor *mon) {
     for (size_t j = 0; j < k && j < n; j++) {
         uint32_t i = mon->order[j];
         unlink_slot(mon, i);
+        hist_merge(&mon->latency_retired, &mon->slots[i].latency);
         memset(&mon->slots[i], 0, sizeof mon->slots[i]);
         atomic_fetch_add_explicit(&mon->gens[i], 1, memory_order_relaxed);
         mon->free_stack[mon->nfree++] = i;
@@ -242,11 +256,20 @@ static void record_locked(noodle_monitor *mon, const char *sql, size_t len, int6
     pthread_mutex_unlock(&mon->lock);
 }
 
+/* n zeroed bytes on a cache-line boundary (an entry or event never
+ * straddles two lines; the owner's fields of mon_thread share one). */
+static void *zalloc_lines(size_t n) {
+    n = (n + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n);
+    if (p != NULL) memset(p, 0, n);
+    return p;
+}
+
 static mon_thread *new_thread(noodle_monitor *mon) {
-    mon_thread *t = calloc(1, sizeof *t);
+    mon_thread *t = zalloc_lines(sizeof *t);
     if (t == NULL) return NULL;
-    t->cache = calloc(mon->cache_entries, sizeof *t->cache);
-    t->ring = calloc(mon->ring_events, sizeof *t->ring);
+    t->cache = zalloc_lines(mon->cache_entries * sizeof *t->cache);
+    t->ring = zalloc_lines(mon->ring_events * sizeof *t->ring);
     if (t->cache == NULL || t->ring == NULL) {
         free(t->cache);
         free(t->ring);
@@ -287,9 +310,18 @@ static inline uint64_t load64(const char *p) {
     return v;
 }
 
-/* memcmp(a, b, n) == 0, inline: the call costs more than a short compare. */
+static inline uint32_t load32(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* memcmp(a, b, n) == 0 for n >= 1, inline and without a call (a call in
+ * record_fast would make it save registers): overlapping loads cover every
+ * byte. */
 static inline bool same_text(const char *a, const char *b, size_t n) {
-    if (n < 8) return memcmp(a, b, n) == 0;
+    if (n < 4) return a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1];
+    if (n < 8) return load32(a) == load32(b) && load32(a + n - 4) == load32(b + n - 4);
     for (size_t i = 0; i + 8 <= n; i += 8)
         if (load64(a + i) != load64(b + i)) return false;
     return load64(a + n - 8) == load64(b + n - 8);
@@ -311,15 +343,20 @@ static inline size_t text_key(const char *s, size_t n) {
 /* Fill e for sql (the slow path of a cache miss). False when out of memory. */
 static bool resolve(noodle_monitor *mon, mon_thread *t, mon_cache_entry *e, const char *sql,
                     size_t len) {
-    if (e->text_cap < len) {
-        char *p = realloc(e->text, len);
+    if (len > MON_INLINE_TEXT && e->cap < len) {
+        char *p = realloc(e->cap > 0 ? e->u.text : NULL, len);
         if (p == NULL) return false;
-        atomic_fetch_add_explicit(&t->text_bytes, len - e->text_cap, memory_order_relaxed);
-        e->text = p;
-        e->text_cap = len;
+        atomic_fetch_add_explicit(&t->text_bytes, len - e->cap, memory_order_relaxed);
+        e->u.text = p;
+        e->cap = (uint32_t)len;
     }
-    memcpy(e->text, sql, len);
-    e->len = len;
+    if (len <= MON_INLINE_TEXT && e->cap > 0) { /* the heap copy goes: the text fits inline */
+        atomic_fetch_sub_explicit(&t->text_bytes, e->cap, memory_order_relaxed);
+        free(e->u.text);
+        e->cap = 0;
+    }
+    memcpy(len > MON_INLINE_TEXT ? e->u.text : e->u.inline_text, sql, len);
+    e->len = (uint32_t)len; /* <= cache_text_max <= 2^24 */
     pthread_mutex_lock(&mon->lock);
     drain_all(mon);
     e->slot = find_or_insert(mon, sql, len);
@@ -343,17 +380,19 @@ static inline void push(noodle_monitor *mon, mon_thread *t, const mon_event *ev)
     atomic_store_explicit(&t->head, h + 1, memory_order_release);
 }
 
-/* Record one statement; precision as mon_event.aux. */
-static void record(noodle_monitor *mon, const char *sql, size_t len, int64_t duration_ns,
-                   int precision, int code, int64_t rows) {
-    if (mon == NULL || sql == NULL) return;
+/* Everything the fast path of record() leaves: a thread's first call, a
+ * cache miss, an evicted slot, a full ring, a slow call, a text too long to
+ * cache. Cold: kept away from the fast path's cache lines. */
+__attribute__((cold, noinline)) static void record_slow(noodle_monitor *mon, const char *sql,
+                                                        size_t len, int64_t duration_ns,
+                                                        int precision, int code, int64_t rows) {
     mon_thread *t = this_thread(mon);
     if (t == NULL || duration_ns >= mon->slow_ns || len == 0 || len > mon->cache_text_max) {
         record_locked(mon, sql, len, duration_ns, precision, code, rows);
         return;
     }
     mon_cache_entry *e = &t->cache[text_key(sql, len) & t->cache_mask];
-    if (e->len != len || !same_text(e->text, sql, len) ||
+    if (e->len != len || !same_text(noodle__mon_entry_text(e), sql, len) ||
         atomic_load_explicit(&mon->gens[e->slot], memory_order_relaxed) != e->gen) {
         if (!resolve(mon, t, e, sql, len)) {
             record_locked(mon, sql, len, duration_ns, precision, code, rows);
@@ -364,9 +403,55 @@ static void record(noodle_monitor *mon, const char *sql, size_t len, int64_t dur
     push(mon, t, &ev);
 }
 
+/* Record one statement into this thread's ring when its text is cached
+ * (and its slot not evicted) and the ring has room; false otherwise, with
+ * nothing recorded. Straight-line and small on purpose: it runs once per
+ * statement between stretches of the database's own code, with its
+ * instructions and data mostly out of the L1 caches, so its cost is the
+ * cache lines it touches more than its instructions. No call: the caller
+ * keeps its arguments in scratch registers and the slow path is a tail
+ * call. */
+static inline __attribute__((always_inline)) bool record_fast(noodle_monitor *mon, const char *sql,
+                                                              size_t len, int64_t duration_ns,
+                                                              int precision, int code,
+                                                              int64_t rows) {
+    tls_ref *r = &tls_refs[mon->id & 3];
+    mon_thread *t = r->t;
+    if (r->mon_id != mon->id || t == NULL || duration_ns >= mon->slow_ns ||
+        len - 1 >= mon->cache_text_max) /* len 0 wraps */
+        return false;
+    mon_cache_entry *e = &t->cache[text_key(sql, len) & t->cache_mask];
+    uint64_t h = atomic_load_explicit(&t->head, memory_order_relaxed);
+    if (e->len != len || h - t->tail_seen > t->ring_mask ||
+        !same_text(noodle__mon_entry_text(e), sql, len) ||
+        atomic_load_explicit(&mon->gens[e->slot], memory_order_relaxed) != e->gen)
+        return false;
+    t->ring[h & t->ring_mask] = (mon_event){e->slot, e->gen, code, precision, duration_ns, rows};
+    atomic_store_explicit(&t->head, h + 1, memory_order_release);
+    return true;
+}
+
+/* Record one statement; precision as mon_event.aux. */
+static void record(noodle_monitor *mon, const char *sql, size_t len, int64_t duration_ns,
+                   int precision, int code, int64_t rows) {
+    if (mon == NULL || sql == NULL) return;
+    if (!record_fast(mon, sql, len, duration_ns, precision, code, rows))
+        record_slow(mon, sql, len, duration_ns, precision, code, rows);
+}
+
 void noodle_monitor_record_query(noodle_monitor *mon, const char *sql, size_t len,
                                  int64_t duration_ns, int code, int64_t rows) {
     record(mon, sql, len, duration_ns, duration_ns >= 0 ? 1 : -1, code, rows);
+}
+
+static inline int precision_of(const noodle_db_event *ev) {
+    return ev->duration_ns < 0 ? -1 : ev->duration_precise ? 1 : 0;
+}
+
+/* on_db_event's way out of the fast path (a tail call: the fast path saves
+ * no registers). */
+__attribute__((cold, noinline)) static void on_db_event_slow(const noodle_db_event *ev, void *arg) {
+    record(arg, ev->sql, ev->sql_len, ev->duration_ns, precision_of(ev), ev->code, ev->rows);
 }
 
 void noodle_monitor_txn_observer(const noodle_txn_event *ev, void *arg) {
@@ -383,9 +468,11 @@ void noodle_monitor_txn_observer(const noodle_txn_event *ev, void *arg) {
     pthread_mutex_unlock(&mon->lock);
 }
 
-static void on_db_event(const noodle_db_event *ev, void *arg) {
-    int precision = ev->duration_ns < 0 ? -1 : ev->duration_precise ? 1 : 0;
-    record(arg, ev->sql, ev->sql_len, ev->duration_ns, precision, ev->code, ev->rows);
+__attribute__((hot)) static void on_db_event(const noodle_db_event *ev, void *arg) {
+    if (arg == NULL || ev->sql == NULL ||
+        !record_fast(arg, ev->sql, ev->sql_len, ev->duration_ns, precision_of(ev), ev->code,
+                     ev->rows))
+        on_db_event_slow(ev, arg);
 }
 
 void noodle_monitor_set_replication_lag(noodle_monitor *mon, double lag_ms) {
@@ -631,9 +718,10 @@ static void pools_now(noodle_monitor *mon, double *util, double *wait_ms) {
 
 /* The value of every alert now; NAN: unknown. Starts a new window. */
 static void alert_values(noodle_monitor *mon, double v[NOODLE_ALERTS]) {
-    noodle_histogram window;
+    noodle_histogram window, latency;
     memset(&window, 0, sizeof window);
-    add_window(&window, &mon->latency, &mon->window_start);
+    noodle__monitor_latency(mon, &latency);
+    add_window(&window, &latency, &mon->window_start);
     uint64_t errors = mon->query_errors - mon->window_start_errors;
     uint64_t calls = mon->queries - mon->window_start_queries;
     mon->window_start_errors = mon->query_errors;
@@ -772,6 +860,7 @@ static int take_options(noodle_monitor *mon, const noodle_monitor_options *o, no
         return NOODLE_ERR(err, NOODLE_E_MONITOR_INVALID_ARGUMENT,
                           "monitor thresholds must be >= 0 and clear_ratio in [0, 1]");
     if (o->max_fingerprints > (1u << 24) || o->thread_cache_entries > (1u << 20) ||
+        o->thread_cache_text_max > (1u << 24) ||
         o->thread_ring_events > (1u << 24) || o->slow_log_size > (1u << 20) ||
         (o->fingerprint_text_max != 0 && o->fingerprint_text_max < 16))
         return NOODLE_ERR(err, NOODLE_E_MONITOR_INVALID_ARGUMENT,
@@ -835,7 +924,8 @@ static int allocate(noodle_monitor *mon, const char *disk_path, noodle_error *er
 static void free_monitor(noodle_monitor *mon) {
     for (mon_thread *t = mon->threads, *next; t != NULL; t = next) {
         next = t->next;
-        for (size_t i = 0; i <= t->cache_mask; i++) free(t->cache[i].text);
+        for (size_t i = 0; i <= t->cache_mask; i++)
+            if (t->cache[i].cap > 0) free(t->cache[i].u.text);
         free(t->cache);
         free(t->ring);
         free(t);

@@ -112,7 +112,9 @@ static void prom_monitor(sbuf *b, noodle_monitor *mon) {
           mon->sample_cost_ns >= 0 ? (double)mon->sample_cost_ns * NS : NAN);
     family(b, "noodle_monitor_query_duration_seconds", "histogram",
            "Duration of the statements timed precisely (one in timing_sample_every).");
-    hist_series(b, "noodle_monitor_query_duration_seconds", "", &mon->latency, NS, 10, 36);
+    noodle_histogram latency;
+    noodle__monitor_latency(mon, &latency);
+    hist_series(b, "noodle_monitor_query_duration_seconds", "", &latency, NS, 10, 36);
 }
 
 /* queryid="...",query="..." of slot i into lab. */
@@ -438,7 +440,9 @@ static void json_monitor(sbuf *b, noodle_monitor *mon) {
     ju(b, &f, "samples", mon->samples);
     ju(b, &f, "sample_failures", mon->sample_failures);
     jd(b, &f, "sample_cost_ns", (double)mon->sample_cost_ns, true);
-    jhist(b, &f, "latency", &mon->latency, "ns");
+    noodle_histogram latency;
+    noodle__monitor_latency(mon, &latency);
+    jhist(b, &f, "latency", &latency, "ns");
     noodle__text_put(b, "}", 1);
 }
 

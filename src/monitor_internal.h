@@ -30,26 +30,37 @@ typedef struct mon_event {
     int64_t rows;
 } mon_event;
 
-/* A thread's cache entry: a text seen before and its fingerprint slot. */
+#define MON_INLINE_TEXT 48 /* texts this long or shorter are kept in the entry itself */
+
+/* A thread's cache entry: a text seen before and its fingerprint slot, in
+ * one cache line; a longer text is kept in a heap copy. */
 typedef struct mon_cache_entry {
-    size_t len;          /* 0: empty */
-    char *text;          /* copy of the text (text_cap bytes allocated) */
-    size_t text_cap;
+    uint32_t len;        /* 0: empty */
     uint32_t slot, gen;
+    uint32_t cap;        /* bytes at text (longer texts) */
+    union {
+        char inline_text[MON_INLINE_TEXT];
+        char *text;      /* len > MON_INLINE_TEXT */
+    } u;
 } mon_cache_entry;
+
+static inline const char *noodle__mon_entry_text(const mon_cache_entry *e) {
+    return e->len > MON_INLINE_TEXT ? e->u.text : e->u.inline_text;
+}
 
 /* One recording thread's cache and ring. The cache and `head` are written
  * only by the owner thread; `tail` only by drainers holding the monitor
  * lock. Ring slots [tail, head) are full. */
 typedef struct mon_thread {
-    pthread_t owner;
-    struct mon_thread *next;  /* list of the monitor's threads (monitor lock) */
+    /* what record()'s fast path reads, in the first cache line */
     mon_cache_entry *cache;
     size_t cache_mask;
     mon_event *ring;
     size_t ring_mask;
     uint64_t tail_seen;       /* owner's last reading of tail */
     _Atomic uint64_t head;
+    pthread_t owner;
+    struct mon_thread *next;  /* list of the monitor's threads (monitor lock) */
     _Atomic size_t text_bytes; /* bytes of cached texts (owner writes) */
     alignas(64) _Atomic uint64_t tail;
 } mon_thread;
@@ -104,11 +115,16 @@ typedef struct mon_source {
 } mon_source;
 
 struct noodle_monitor {
+    /* What record()'s fast path reads, in one cache line. */
     uint64_t id;                       /* never reused: thread-local references name it */
+    size_t cache_text_max;
+    int64_t slow_ns;
+    _Atomic uint32_t *gens;            /* generation of each slot, bumped on eviction (lock);
+                                          read without it by recorders */
     const noodle_clock *clock;
     /* options (read-only after open) */
-    size_t max_fp, text_max, cache_entries, cache_text_max, ring_events, max_threads, slow_log_size;
-    int64_t slow_ns, sample_interval_ns;
+    size_t max_fp, text_max, cache_entries, ring_events, max_threads, slow_log_size;
+    int64_t sample_interval_ns;
     unsigned time_every;               /* precise timing of one db statement in this many */
     char *disk_path;
     double threshold[NOODLE_ALERTS], clear_ratio;
@@ -123,9 +139,8 @@ struct noodle_monitor {
     pthread_mutex_t eval_lock;         /* one alert evaluation (and its deliveries) at a time */
     pthread_mutex_t lock;
 
-    /* fingerprints (lock) -- gens is also read without it by recorders */
+    /* fingerprints (lock) */
     mon_slot *slots;
-    _Atomic uint32_t *gens;            /* generation of each slot, bumped on eviction */
     char *texts;                       /* max_fp * text_max bytes */
     uint32_t *buckets;                 /* hash heads */
     size_t bucket_mask;
@@ -139,7 +154,8 @@ struct noodle_monitor {
     /* totals (lock) */
     uint64_t queries, query_errors, dropped, evictions;
     int64_t rows;
-    noodle_histogram latency;          /* queries timed precisely, ns */
+    noodle_histogram latency_retired;  /* ns, timed calls no slot holds now (evicted, or
+                                          dropped); the rest are in the slots */
     noodle_histogram window_start;     /* latency at the last evaluation */
     uint64_t window_start_errors;      /* query_errors then */
     uint64_t window_start_queries;     /* queries then */
@@ -178,6 +194,9 @@ struct noodle_monitor {
 /* Under mon->lock: drain every thread's ring, then refresh the snapshots of
  * the sources still attached. */
 void noodle__monitor_catch_up(noodle_monitor *mon);
+/* Under mon->lock (after catch-up): the latency of every query timed
+ * precisely (ns), the slots' histograms and those retired summed. */
+void noodle__monitor_latency(const noodle_monitor *mon, noodle_histogram *out);
 /* Under mon->lock: every byte held. */
 size_t noodle__monitor_bytes_locked(noodle_monitor *mon);
 /* The text of slot i (not NUL-terminated; mon->slots[i].text_len bytes). */

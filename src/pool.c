@@ -189,7 +189,7 @@ static inline void hist_add(hist *h, uint64_t us) {
         if (us > atomic_load_explicit(&h->max_us, memory_order_relaxed))
             atomic_store_explicit(&h->max_us, us, memory_order_relaxed);
     }
-    _Atomic uint64_t *b = &h->buckets[noodle_histogram_bucket_of(us)];
+    _Atomic uint64_t *b = &h->buckets[noodle__bucket_of(us)];
     atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }

@@ -199,7 +199,7 @@ size_t noodle_rows_count(const noodle_rows *r) { return r ? r->nrows : 0; }
 size_t noodle_rows_columns(const noodle_rows *r) { return r ? r->ncols : 0; }
 int64_t noodle_rows_affected(const noodle_rows *r) { return r ? r->affected : 0; }
 
-int64_t noodle__rows_reported(const noodle_rows *r) {
+__attribute__((hot)) int64_t noodle__rows_reported(const noodle_rows *r) {
     return r->ncols > 0 ? (int64_t)r->nrows : r->affected;
 }
 

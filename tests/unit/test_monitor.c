@@ -126,6 +126,35 @@ static void records_give_calls_errors_rows_total_max_and_histogram(void **state)
     noodle_monitor_close(mon);
 }
 
+/* The thread's cache tells texts apart by comparing them: texts of every
+ * length class (under 4, under 8, in the entry, in a heap copy) that differ
+ * in one byte, wherever it is, land in their own fingerprints. */
+static void texts_differing_in_any_one_byte_are_counted_apart(void **state) {
+    (void)state;
+    noodle_monitor_options o = NOODLE_MONITOR_OPTIONS_INIT;
+    o.no_log = true;
+    o.thread_cache_entries = 1; /* every text in the same entry: only the compare tells them apart */
+    noodle_monitor *mon = open_monitor(&o);
+    static const size_t lengths[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 47, 48, 49, 64};
+    char base[80], variant[80];
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        size_t n = lengths[li];
+        for (size_t i = 0; i < n; i++) base[i] = (char)('a' + i % 26);
+        base[n] = '\0';
+        for (size_t k = 0; k < n; k++) {
+            memcpy(variant, base, n + 1);
+            variant[k] = (char)('a' + (k + 1) % 26); /* a different lowercase letter */
+            for (int r = 0; r < 3; r++) {
+                record(mon, base, 1000, 0, 1);
+                record(mon, variant, 1000, 0, 1);
+            }
+            assert_int_equal(stats_of(mon, variant).calls, 3);
+        }
+        assert_int_equal(stats_of(mon, base).calls, 3 * n);
+    }
+    noodle_monitor_close(mon);
+}
+
 static void the_fingerprint_cap_evicts_the_least_used_and_memory_stays_bounded(void **state) {
     (void)state;
     noodle_monitor_options o = NOODLE_MONITOR_OPTIONS_INIT;
@@ -807,6 +836,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fingerprints_fold_literals_placeholders_lists_comments_space_and_case),
         cmocka_unit_test(records_give_calls_errors_rows_total_max_and_histogram),
+        cmocka_unit_test(texts_differing_in_any_one_byte_are_counted_apart),
         cmocka_unit_test(the_fingerprint_cap_evicts_the_least_used_and_memory_stays_bounded),
         cmocka_unit_test(the_slow_query_log_keeps_the_last_n_slow_calls_oldest_first),
         cmocka_unit_test(an_alert_is_raised_once_cleared_once_below_the_clear_level_and_never_flaps),

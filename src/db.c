@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rows_internal.h"
 #include "text.h"
 
 #define IDENT_MAX 63 /* bytes of one identifier part */

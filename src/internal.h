@@ -98,9 +98,6 @@ static inline size_t noodle__bucket_of(uint64_t v) {
     return 4 + (size_t)(p - 2) * 4 + (size_t)((v >> (p - 2)) & 3);
 }
 
-/* What a statement's result reports: the rows it returned, or for a
- * statement without columns the rows it changed (r not NULL). */
-int64_t noodle__rows_reported(const noodle_rows *r);
 
 /* Copy at most size-1 bytes of src into dst and terminate (size > 0). */
 void noodle__strlcpy(char *dst, const char *src, size_t size);

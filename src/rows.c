@@ -7,8 +7,8 @@
  * only handed out after the result is complete.
  *
  * One allocation serves the common result: the struct, the column-name
- * array, room for INLINE_ROWS rows of cells and a first byte chunk of
- * INLINE_BYTES live in one block (a point select costs one malloc, not
+ * array, room for ROWS_INLINE_ROWS rows of cells and a first byte chunk of
+ * ROWS_INLINE_BYTES live in one block (a point select costs one malloc, not
  * four); more rows move the cells to an array of their own, more bytes add
  * chunks.
  *
@@ -25,28 +25,9 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rows_internal.h"
 #include "noodle/backend.h"
 #include "noodle/db.h"
-
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap;
-    unsigned char data[];
-} chunk;
-
-#define INLINE_ROWS 1
-#define INLINE_BYTES 256
-
-struct noodle_rows {
-    size_t ncols;
-    const char **names; /* in the byte chunks */
-    noodle_value *cells; /* nrows * ncols, row-major */
-    size_t nrows, cap_rows;
-    int64_t affected;
-    chunk *bytes;
-    noodle_value *inline_cells; /* in this block: not freed on their own */
-    chunk *inline_chunk;        /* in this block: not freed on its own */
-};
 
 static const noodle_value null_value = {.type = NOODLE_TYPE_NULL};
 
@@ -84,12 +65,12 @@ static size_t aligned(size_t n) {
 
 int noodle_rows_new(size_t ncols, noodle_rows **out, noodle_error *err) {
     *out = NULL;
-    if (ncols > (SIZE_MAX / 4) / (sizeof(const char *) + INLINE_ROWS * sizeof(noodle_value)))
+    if (ncols > (SIZE_MAX / 4) / (sizeof(const char *) + ROWS_INLINE_ROWS * sizeof(noodle_value)))
         goto fail;
     size_t names_at = aligned(sizeof(noodle_rows));
     size_t cells_at = aligned(names_at + ncols * sizeof(const char *));
-    size_t chunk_at = aligned(cells_at + INLINE_ROWS * ncols * sizeof(noodle_value));
-    size_t size = chunk_at + sizeof(chunk) + INLINE_BYTES;
+    size_t chunk_at = aligned(cells_at + ROWS_INLINE_ROWS * ncols * sizeof(noodle_value));
+    size_t size = chunk_at + sizeof(rows_chunk) + ROWS_INLINE_BYTES;
     unsigned char *block = malloc(size);
     if (block == NULL) goto fail;
     noodle_rows *r = (noodle_rows *)block;
@@ -98,11 +79,11 @@ int noodle_rows_new(size_t ncols, noodle_rows **out, noodle_error *err) {
     r->names = (const char **)(block + names_at);
     for (size_t i = 0; i < ncols; i++) r->names[i] = NULL;
     r->cells = r->inline_cells = (noodle_value *)(block + cells_at);
-    r->cap_rows = INLINE_ROWS;
-    r->bytes = r->inline_chunk = (chunk *)(block + chunk_at);
+    r->cap_rows = ROWS_INLINE_ROWS;
+    r->bytes = r->inline_chunk = (rows_chunk *)(block + chunk_at);
     r->bytes->next = NULL;
     r->bytes->used = 0;
-    r->bytes->cap = INLINE_BYTES;
+    r->bytes->cap = ROWS_INLINE_BYTES;
     *out = r;
     return 0;
 fail:
@@ -112,7 +93,7 @@ fail:
 void noodle_rows_free(noodle_rows *r) {
     if (r == NULL) return;
     if (r->cells != r->inline_cells) free(r->cells);
-    for (chunk *c = r->bytes, *next; c != NULL; c = next) {
+    for (rows_chunk *c = r->bytes, *next; c != NULL; c = next) {
         next = c->next;
         if (c != r->inline_chunk) free(c);
     }
@@ -121,13 +102,13 @@ void noodle_rows_free(noodle_rows *r) {
 
 /* Copy len bytes plus a NUL into the result's byte chunks; NULL on OOM. */
 static const void *copy_bytes(noodle_rows *r, const void *p, size_t len) {
-    chunk *c = r->bytes;
+    rows_chunk *c = r->bytes;
     if (c == NULL || c->cap - c->used < len + 1) {
         /* chunks start small (most results are a row or two) and double up
          * to 64 KiB; a larger value gets a chunk of its own */
         size_t step = c == NULL ? 256 : (c->cap < 65536 ? c->cap * 2 : 65536);
         size_t cap = len + 1 > step ? len + 1 : step;
-        chunk *n = malloc(sizeof *n + cap);
+        rows_chunk *n = malloc(sizeof *n + cap);
         if (n == NULL) return NULL;
         n->used = 0;
         n->cap = cap;
@@ -198,10 +179,6 @@ void noodle_rows_set_affected(noodle_rows *r, int64_t n) { r->affected = n; }
 size_t noodle_rows_count(const noodle_rows *r) { return r ? r->nrows : 0; }
 size_t noodle_rows_columns(const noodle_rows *r) { return r ? r->ncols : 0; }
 int64_t noodle_rows_affected(const noodle_rows *r) { return r ? r->affected : 0; }
-
-__attribute__((hot)) int64_t noodle__rows_reported(const noodle_rows *r) {
-    return r->ncols > 0 ? (int64_t)r->nrows : r->affected;
-}
 
 const char *noodle_rows_column_name(const noodle_rows *r, size_t col) {
     if (r == NULL || col >= r->ncols) return NULL;

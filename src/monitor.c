@@ -149,10 +149,61 @@ void noodle__monitor_latency(const noodle_monitor *mon, noodle_histogram *out) {
         if (mon->slots[i].used) hist_merge(out, &mon->slots[i].latency);
 }
 
+/* Successful statements of one live slot in a row of a ring, summed before
+ * they are added: what apply() does per statement, done per run. */
+typedef struct mon_run {
+    mon_slot *s; /* NULL: no run */
+    uint32_t slot, gen;
+    uint64_t calls, timed, sum_ns, max_ns;
+    int64_t rows;
+} mon_run;
+
+static void end_run(noodle_monitor *mon, mon_run *r) {
+    mon_slot *s = r->s;
+    if (s == NULL) return;
+    mon->queries += r->calls;
+    mon->rows += r->rows;
+    s->calls += r->calls;
+    s->rows += r->rows;
+    s->latency.count += r->timed;
+    s->latency.sum_us += r->sum_ns;
+    if (r->max_ns > s->latency.max_us) s->latency.max_us = r->max_ns;
+    if ((int64_t)r->max_ns > s->max_ns) s->max_ns = (int64_t)r->max_ns;
+    r->s = NULL;
+}
+
 static void drain_thread(noodle_monitor *mon, mon_thread *t) {
     uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
-    for (; tail != head; tail++) apply(mon, &t->ring[tail & t->ring_mask]);
+    mon_run r = {NULL};
+    for (; tail != head; tail++) {
+        const mon_event *ev = &t->ring[tail & t->ring_mask];
+        /* only successful statements in the ring have durations below
+         * slow_ns (slower ones are applied whole, for the slow log) */
+        if (ev->code != 0 || ev->slot >= MON_SLOT_TXN) {
+            end_run(mon, &r);
+            apply(mon, ev);
+            continue;
+        }
+        if (r.s == NULL || ev->slot != r.slot || ev->gen != r.gen) {
+            end_run(mon, &r);
+            if (atomic_load_explicit(&mon->gens[ev->slot], memory_order_relaxed) != ev->gen) {
+                apply(mon, ev); /* evicted since: counted as dropped */
+                continue;
+            }
+            r = (mon_run){&mon->slots[ev->slot], ev->slot, ev->gen, 0, 0, 0, 0, 0};
+        }
+        r.calls++;
+        if (ev->rows > 0) r.rows += ev->rows;
+        if (ev->aux == 1) {
+            uint64_t ns = ev->duration_ns > 0 ? (uint64_t)ev->duration_ns : 0;
+            r.s->latency.buckets[noodle__bucket_of(ns)]++;
+            r.timed++;
+            r.sum_ns += ns;
+            if (ns > r.max_ns) r.max_ns = ns;
+        }
+    }
+    end_run(mon, &r);
     atomic_store_explicit(&t->tail, tail, memory_order_release);
 }
 

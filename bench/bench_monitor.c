@@ -28,7 +28,7 @@
 #define ROWS 10000
 #define SELECTS 200000
 #define ROUNDS 5
-#define TRIALS 4
+#define TRIALS 6
 #define TARGET_RATIO 0.97
 #define DISTINCT_TEXTS 1000000
 

@@ -351,16 +351,17 @@ static bool time_precisely(unsigned every) {
 
 /* Tell the observers about one statement (inline: a call here cost more
  * than its share of the observed path; the unobserved path skips it). */
-static inline __attribute__((always_inline)) void report(noodle_db *db, size_t nobs, const char *sql,
-                                             int rc, const noodle_rows *out, bool in_txn,
-                                             int64_t duration, bool precise) {
+static inline __attribute__((always_inline)) void report(noodle_db *db, size_t nobs,
+                                                         const char *sql, int rc,
+                                                         const noodle_rows *out, bool in_txn,
+                                                         int64_t duration, bool precise) {
     noodle_db_event ev = {
         .sql = sql,
         .sql_len = strlen(sql),
         .code = rc,
         .duration_ns = duration >= 0 || precise ? (duration > 0 ? duration : 0) : -1,
         .duration_precise = precise,
-        .rows = rc != 0 ? -1 : noodle__rows_reported(out),
+        .rows = __builtin_expect(rc == 0, 1) ? noodle__rows_reported(out) : -1,
         .in_transaction = in_txn,
     };
     for (size_t i = 0; i < nobs; i++) db->observers[i].fn(&ev, db->observers[i].arg);
@@ -375,17 +376,22 @@ static int run_stmt(noodle_db *db, noodle_txn *txn, stmt_kind kind, const char *
     const noodle_clock *clock = db->timing_clock;
     bool precise = false, pool_measures = txn == NULL && db->pool != NULL;
     int64_t start = 0, held = -1;
+    /* Within the observed path the expected case is marked (a precise TSC
+     * reading, a statement that succeeded) so that it is laid out in one
+     * straight piece; the unobserved path is unaffected. */
     if (nobs > 0) {
         precise = time_precisely(atomic_load_explicit(&db->time_every, memory_order_relaxed));
-        if (precise) start = db->ns_per_tick > 0 ? noodle__tsc() : noodle__duration_start(clock);
+        if (__builtin_expect(precise && db->ns_per_tick > 0, 1)) start = noodle__tsc();
+        else if (precise) start = noodle__duration_start(clock);
         else if (!pool_measures) start = noodle_clock_now_coarse(clock);
     }
     int rc = run_untimed(db, txn, kind, sql, params, n, out, &held, err);
     if (nobs > 0) {
-        int64_t duration =
-            !precise             ? (pool_measures ? held : noodle_clock_now_coarse(clock) - start)
-            : db->ns_per_tick > 0 ? (int64_t)((double)(noodle__tsc() - start) * db->ns_per_tick)
-                                  : noodle__duration_ns(clock, start);
+        int64_t duration;
+        if (__builtin_expect(precise && db->ns_per_tick > 0, 1))
+            duration = (int64_t)((double)(noodle__tsc() - start) * db->ns_per_tick);
+        else if (precise) duration = noodle__duration_ns(clock, start);
+        else duration = pool_measures ? held : noodle_clock_now_coarse(clock) - start;
         report(db, nobs, sql, rc, *out, txn != NULL, duration, precise);
     }
     return rc;

@@ -3,7 +3,7 @@
  *   1. Throughput of SQLite :memory: point selects through noodle_db with
  *      the monitor on (watching the pool and the db, sampler running)
  *      against the same stack with no monitor, in interleaved rounds of the
- *      same run; four trials on fresh stacks, alternating which is opened
+ *      same run; six trials on fresh stacks, alternating which is opened
  *      first. The peer is the stack without the monitor. Target: on >= 97 %
  *      of off, with the default options (every statement counted and,
  *      where the TSC is the clock, timed); shown also with one statement in

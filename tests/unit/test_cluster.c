@@ -474,6 +474,14 @@ static long find_event(recorder *r, noodle_cluster_event_type type, int node, si
     return found;
 }
 
+/* The first event of type for node (-1 after ms): events are delivered
+ * after the cluster's state has changed, so a test that saw the change
+ * waits for the event. */
+static long await_event(recorder *r, noodle_cluster_event_type type, int node, int64_t ms) {
+    WAIT_FOR(find_event(r, type, node, 0) >= 0, ms);
+    return find_event(r, type, node, 0);
+}
+
 static rec_event event_at(recorder *r, long i) {
     pthread_mutex_lock(&r->mu);
     rec_event e = r->ev[i];
@@ -1116,8 +1124,8 @@ static void a_primary_turned_read_only_is_demoted_and_writes_move_to_the_promote
     assert_int_equal(m.demotions, 1);
     assert_true(m.generation > gen0);
     assert_int_equal(node_info(cl, 0).role, NOODLE_ROLE_READ_ONLY);
-    long demoted = find_event(rec, NOODLE_CLUSTER_EV_DEMOTED, 0, 0);
-    long lost = find_event(rec, NOODLE_CLUSTER_EV_PRIMARY_LOST, 0, 0);
+    long lost = await_event(rec, NOODLE_CLUSTER_EV_PRIMARY_LOST, 0, 3000);
+    long demoted = find_event(rec, NOODLE_CLUSTER_EV_DEMOTED, 0, 0); /* delivered before it */
     if (demoted < 0 || lost < 0) dump_events(rec);
     assert_true(demoted >= 0);
     assert_true(lost > demoted);
@@ -1609,10 +1617,10 @@ static void fail_point_role_detect_fails_probes_and_past_the_threshold_loses_the
     assert_int_equal(fp_enable("cluster/role_detect"), 0);
     await_primary(cl, -1, 3000);
     assert_true(cmetrics(cl).probe_failures >= failures0 + 2);
-    long down = find_event(rec, NOODLE_CLUSTER_EV_NODE_DOWN, 0, 0);
+    long down = await_event(rec, NOODLE_CLUSTER_EV_NODE_DOWN, 0, 3000);
     assert_true(down >= 0);
     assert_int_equal(event_at(rec, down).code, NOODLE_E_CLUSTER_ROLE_DETECT);
-    assert_true(find_event(rec, NOODLE_CLUSTER_EV_PRIMARY_LOST, 0, 0) >= 0);
+    assert_true(await_event(rec, NOODLE_CLUSTER_EV_PRIMARY_LOST, 0, 3000) >= 0);
     noodle_error err;
     noodle_conn *c = NULL;
     int rc = noodle_cluster_acquire_until(cl, NOODLE_ROUTE_PRIMARY, deadline_ms(100), &c, &err);

@@ -63,20 +63,21 @@ extern double noodle__ns_per_tick;   /* set by noodle__ticks_init */
 extern _Atomic bool noodle__ticks_tsc; /* the TSC is in use (after noodle__ticks_init) */
 int64_t noodle__monotonic_ns(void);
 
-static inline int64_t noodle__ticks(void) {
-#ifdef NOODLE_HAVE_TSC
-    if (atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)) return (int64_t)__rdtsc();
-#endif
-    return noodle__monotonic_ns();
-}
-
-/* The TSC itself, for a caller that checked noodle__tsc_ns_per_tick > 0. */
+/* The TSC itself, for a caller that knows it is in use (noodle__ticks_tsc, or
+ * noodle__tsc_ns_per_tick > 0). */
 static inline int64_t noodle__tsc(void) {
 #ifdef NOODLE_HAVE_TSC
     return (int64_t)__rdtsc();
 #else
     return 0;
 #endif
+}
+
+static inline int64_t noodle__ticks(void) {
+#ifdef NOODLE_HAVE_TSC
+    if (atomic_load_explicit(&noodle__ticks_tsc, memory_order_relaxed)) return noodle__tsc();
+#endif
+    return noodle__monotonic_ns();
 }
 
 /* ns per TSC tick when durations on clock c can be read from the TSC inline

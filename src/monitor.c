@@ -431,6 +431,24 @@ static inline void push(noodle_monitor *mon, mon_thread *t, const mon_event *ev)
     atomic_store_explicit(&t->head, h + 1, memory_order_release);
 }
 
+/* A statement the thread caches can take: not slow (those go whole, for
+ * the slow log), and a text of 1 to cache_text_max bytes. */
+static inline bool cacheable(const noodle_monitor *mon, size_t len, int64_t duration_ns) {
+    return duration_ns < mon->slow_ns && len - 1 < mon->cache_text_max; /* len 0 wraps */
+}
+
+/* The cache entry sql would be in. */
+static inline mon_cache_entry *entry_for(const mon_thread *t, const char *sql, size_t len) {
+    return &t->cache[text_key(sql, len) & t->cache_mask];
+}
+
+/* Whether e holds sql, with its fingerprint slot not evicted since. */
+static inline bool entry_holds(const noodle_monitor *mon, const mon_cache_entry *e,
+                               const char *sql, size_t len) {
+    return e->len == len && same_text(noodle__mon_entry_text(e), sql, len) &&
+           atomic_load_explicit(&mon->gens[e->slot], memory_order_relaxed) == e->gen;
+}
+
 /* Everything the fast path of record() leaves: a thread's first call, a
  * cache miss, an evicted slot, a full ring, a slow call, a text too long to
  * cache. Cold: kept away from the fast path's cache lines. */
@@ -438,17 +456,14 @@ __attribute__((cold, noinline)) static void record_slow(noodle_monitor *mon, con
                                                         size_t len, int64_t duration_ns,
                                                         int precision, int code, int64_t rows) {
     mon_thread *t = this_thread(mon);
-    if (t == NULL || duration_ns >= mon->slow_ns || len == 0 || len > mon->cache_text_max) {
+    if (t == NULL || !cacheable(mon, len, duration_ns)) {
         record_locked(mon, sql, len, duration_ns, precision, code, rows);
         return;
     }
-    mon_cache_entry *e = &t->cache[text_key(sql, len) & t->cache_mask];
-    if (e->len != len || !same_text(noodle__mon_entry_text(e), sql, len) ||
-        atomic_load_explicit(&mon->gens[e->slot], memory_order_relaxed) != e->gen) {
-        if (!resolve(mon, t, e, sql, len)) {
-            record_locked(mon, sql, len, duration_ns, precision, code, rows);
-            return;
-        }
+    mon_cache_entry *e = entry_for(t, sql, len);
+    if (!entry_holds(mon, e, sql, len) && !resolve(mon, t, e, sql, len)) {
+        record_locked(mon, sql, len, duration_ns, precision, code, rows);
+        return;
     }
     mon_event ev = {e->slot, e->gen, code, precision, duration_ns, rows};
     push(mon, t, &ev);
@@ -468,14 +483,10 @@ static inline __attribute__((always_inline)) bool record_fast(noodle_monitor *mo
                                                               int64_t rows) {
     tls_ref *r = &tls_refs[mon->id & 3];
     mon_thread *t = r->t;
-    if (r->mon_id != mon->id || t == NULL || duration_ns >= mon->slow_ns ||
-        len - 1 >= mon->cache_text_max) /* len 0 wraps */
-        return false;
-    mon_cache_entry *e = &t->cache[text_key(sql, len) & t->cache_mask];
+    if (r->mon_id != mon->id || t == NULL || !cacheable(mon, len, duration_ns)) return false;
+    mon_cache_entry *e = entry_for(t, sql, len);
     uint64_t h = atomic_load_explicit(&t->head, memory_order_relaxed);
-    if (e->len != len || h - t->tail_seen > t->ring_mask ||
-        !same_text(noodle__mon_entry_text(e), sql, len) ||
-        atomic_load_explicit(&mon->gens[e->slot], memory_order_relaxed) != e->gen)
+    if (e->len != len || h - t->tail_seen > t->ring_mask || !entry_holds(mon, e, sql, len))
         return false;
     t->ring[h & t->ring_mask] = (mon_event){e->slot, e->gen, code, precision, duration_ns, rows};
     atomic_store_explicit(&t->head, h + 1, memory_order_release);
